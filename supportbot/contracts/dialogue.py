@@ -1,0 +1,63 @@
+"""dialogue service contract: conversations, `POST /v1/turns` and transcripts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from supportbot.contracts.common import ConversationId, Intent, Source, StrictModel, TenantId
+
+Channel = Literal["web", "api", "webhook", "email"]
+
+
+class CreateConversationRequest(StrictModel):
+    tenant_id: TenantId
+    channel: Channel = "api"
+
+
+class Conversation(BaseModel):
+    id: str
+    tenant_id: str
+    channel: str
+    handoff: bool
+    created_at: datetime
+
+
+class TurnRequest(StrictModel):
+    tenant_id: TenantId
+    conversation_id: ConversationId
+    text: str = Field(min_length=1, max_length=4000)
+    channel: Channel = "api"
+
+
+class Reply(BaseModel):
+    text: str
+    language: str
+
+
+class TurnResponse(BaseModel):
+    conversation_id: str
+    message_id: int
+    reply: Reply
+    intent: Intent | None
+    out_of_scope: bool = False
+    handoff: bool
+    sources: list[Source] = []
+    provider: str | None = None
+
+
+class TranscriptMessage(BaseModel):
+    id: int
+    role: Literal["customer", "bot"]
+    text: str
+    intent: str | None = None
+    confidence: float | None = None
+    provider: str | None = None
+    created_at: datetime
+
+
+class Transcript(BaseModel):
+    conversation_id: str
+    messages: list[TranscriptMessage]

@@ -1,0 +1,36 @@
+"""nlp service contract: `POST /v1/analyze`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from supportbot.contracts.common import Intent, StrictModel, TenantId
+
+
+class AnalyzeRequest(StrictModel):
+    text: str = Field(min_length=1, max_length=4000)
+    tenant_id: TenantId | None = None
+
+
+class Entity(BaseModel):
+    type: str
+    value: str
+    start: int
+    end: int
+    normalized: str | None = None
+
+
+class Sentiment(BaseModel):
+    score: float = Field(ge=-1.0, le=1.0, description="VADER compound score, -1 (negative) to 1 (positive)")
+    label: str
+    frustration: float = Field(ge=0.0, le=1.0)
+
+
+class AnalyzeResponse(BaseModel):
+    intent: Intent
+    out_of_scope: bool
+    alternatives: list[Intent] = []
+    entities: list[Entity] = []
+    sentiment: Sentiment
+    language: str
+    model: str

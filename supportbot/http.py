@@ -1,0 +1,103 @@
+"""Pooled HTTP clients for calling another supportbot service.
+
+One `ServiceClient` per downstream, built once in a lifespan, with explicit connect/read timeouts.
+Failures become `DownstreamError` (503) or `DownstreamTimeout` (504) naming the service; a 4xx from the
+downstream is passed on with its own status and message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from supportbot.errors import DownstreamError, DownstreamTimeout, SupportbotError
+from supportbot.settings import CommonSettings
+from supportbot.telemetry import instrument_client
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+
+
+class DownstreamRejected(SupportbotError):
+    """A downstream answered 4xx: the caller gets the same status and message."""
+
+    def __init__(self, status_code: int, error_type: str, message: str, *, field: str | None, service: str) -> None:
+        super().__init__(message, field=field, service=service)
+        self.status_code = status_code
+        self.error_type = error_type
+
+
+class ServiceClient:
+    """Calls one downstream service over a pooled `httpx.AsyncClient`."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, transport=transport)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(self, method: str, path: str, response_model: type[ResponseT], **kwargs: Any) -> ResponseT:
+        """Send a request and parse the JSON answer into `response_model`."""
+        try:
+            response = await self.client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise DownstreamTimeout(f"{self.name} service did not answer in time", service=self.name) from exc
+        except httpx.TransportError as exc:
+            raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
+        if response.status_code >= 500:
+            raise DownstreamError(f"{self.name} service failed ({response.status_code})", service=self.name)
+        if response.status_code >= 400:
+            error = _error_of(response)
+            raise DownstreamRejected(response.status_code, error.get("type", "bad_request"),
+                                     error.get("message", response.reason_phrase),
+                                     field=error.get("field"), service=self.name)
+        try:
+            return response_model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise DownstreamError(f"{self.name} service sent an invalid response", service=self.name) from exc
+
+    async def post(self, path: str, payload: BaseModel, response_model: type[ResponseT]) -> ResponseT:
+        return await self.request("POST", path, response_model, content=payload.model_dump_json(),
+                                  headers={"content-type": "application/json"})
+
+    async def get(self, path: str, response_model: type[ResponseT], **params: Any) -> ResponseT:
+        return await self.request("GET", path, response_model, params=params)
+
+    async def ping(self) -> None:
+        """Raise unless the downstream's liveness probe answers 200."""
+        try:
+            response = await self.client.get("/healthz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
+        if response.status_code != 200:
+            raise DownstreamError(f"{self.name} service is not healthy", service=self.name)
+
+
+def service_client(name: str, base_url: str, settings: CommonSettings,
+                   transport: httpx.AsyncBaseTransport | None = None) -> ServiceClient:
+    """A traced client for one downstream, with the timeouts from `settings`."""
+    client = ServiceClient(name, base_url, connect_timeout_s=settings.downstream_connect_timeout_s,
+                           read_timeout_s=settings.downstream_read_timeout_s, transport=transport)
+    instrument_client(client.client)
+    return client
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
