@@ -1,0 +1,42 @@
+"""The public gateway: API-key auth in front of the dialogue service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.routes import router
+from gateway.tenants import bootstrap_demo_tenant
+from supportbot.app import build_app
+from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
+from supportbot.http import service_client
+from supportbot.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None,
+               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+    """The gateway app; `transports` replaces the network to a downstream (tests plug in here)."""
+    settings = settings or GatewaySettings()
+    transports = transports or {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.resolved_database_url
+        upgrade_database(url)
+        engine = make_async_engine(url)
+        app.state.sessions = session_factory(engine)
+        if settings.bootstrap_api_key is not None:
+            await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
+        dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
+        app.state.dialogue = dialogue
+        app.state.readiness_checks = {"database": lambda: ping(engine), "dialogue": dialogue.ping}
+        try:
+            yield
+        finally:
+            await dialogue.aclose()
+            await engine.dispose()
+
+    return build_app("gateway", settings, lifespan=lifespan, routers=[router], title="supportbot gateway")

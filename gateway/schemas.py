@@ -1,0 +1,33 @@
+"""The gateway's public request and response bodies (what the widget and webhooks send)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field, field_validator
+
+from supportbot.contracts.common import StrictModel
+from supportbot.contracts.dialogue import Channel
+
+
+class NewConversation(StrictModel):
+    channel: Channel = "api"
+
+
+class ConversationCreated(BaseModel):
+    id: str
+    channel: str
+    created_at: datetime
+
+
+class NewMessage(StrictModel):
+    text: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value

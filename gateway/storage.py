@@ -1,0 +1,63 @@
+"""Tenants and their API keys (only SHA-256 hashes of keys are stored)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from supportbot.db import Base, UTCDateTime, utcnow
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def get_tenant(session: AsyncSession, *, tenant_id: str) -> Tenant | None:
+    return await session.get(Tenant, tenant_id)
+
+
+async def count_tenants(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Tenant)) or 0)
+
+
+async def create_tenant(session: AsyncSession, *, tenant_id: str, name: str) -> Tenant:
+    tenant = Tenant(id=tenant_id, name=name, created_at=utcnow())
+    session.add(tenant)
+    await session.flush()
+    return tenant
+
+
+async def add_api_key(session: AsyncSession, *, tenant_id: str, key: str) -> ApiKey:
+    row = ApiKey(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:10], created_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def tenant_id_for_key(session: AsyncSession, *, key: str) -> str | None:
+    return await session.scalar(
+        select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )

@@ -1,0 +1,45 @@
+"""The dialogue service: conversation state, knowledge-grounded answers, handoff."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from services.dialogue.knowledge import KnowledgeBase
+from services.dialogue.routes import router
+from services.dialogue.service import DialogueService
+from supportbot.app import build_app
+from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
+from supportbot.http import service_client
+from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
+from supportbot.settings import DialogueSettings
+
+
+def create_app(settings: DialogueSettings | None = None,
+               transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+    """The dialogue app; `transports` replaces the network to nlp or llm (tests plug in here)."""
+    settings = settings or DialogueSettings()
+    transports = transports or {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.resolved_database_url
+        upgrade_database(url)
+        engine = make_async_engine(url)
+        nlp = service_client("nlp", settings.nlp_url, settings, transports.get("nlp"))
+        llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
+        knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
+        app.state.dialogue = DialogueService(sessions=session_factory(engine), nlp=nlp, llm=llm,
+                                             knowledge=knowledge, settings=settings)
+        app.state.readiness_checks = {"database": lambda: ping(engine), "nlp": nlp.ping, "llm": llm.ping}
+        try:
+            yield
+        finally:
+            await nlp.aclose()
+            await llm.aclose()
+            await engine.dispose()
+
+    return build_app("dialogue", settings, lifespan=lifespan, routers=[router], title="supportbot dialogue")

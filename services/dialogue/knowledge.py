@@ -1,0 +1,89 @@
+"""Knowledge base retrieval: Markdown split into sections, ranked with BM25 over nltk tokens.
+
+Japanese has no spaces, so CJK runs are indexed as character bigrams.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nltk.tokenize import wordpunct_tokenize
+from rank_bm25 import BM25Okapi
+
+from supportbot.contracts.common import Source
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]+")
+# A small English stop list (nltk's own list is downloadable data, which we cannot fetch offline).
+STOPWORDS = frozenset("""a an and are as at be but by can could did do does for from had has have how i if in
+into is it its me my no not of on or our please so that the their them then there these they this to was we were
+what when where which who why will with would you your yours hi hello thanks thank""".split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens without stop words, plus character bigrams of CJK runs."""
+    tokens: list[str] = []
+    for run in _CJK.findall(text):
+        tokens.extend(run[i:i + 2] for i in range(max(1, len(run) - 1)))
+    latin = _CJK.sub(" ", text.lower())
+    tokens.extend(t for t in wordpunct_tokenize(latin) if t.isalnum() and t not in STOPWORDS)
+    return tokens
+
+
+@dataclass(frozen=True)
+class Passage:
+    title: str
+    path: str
+    text: str
+
+
+def split_markdown(text: str, path: str) -> list[Passage]:
+    """One passage per `##` section, titled "Document title — Section"."""
+    doc_title = path
+    passages: list[Passage] = []
+    section: str | None = None
+    lines: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(lines).strip()
+        if body:
+            passages.append(Passage(f"{doc_title} — {section}" if section else doc_title, path, body))
+
+    for line in text.splitlines():
+        if line.startswith("# ") and doc_title == path:
+            doc_title = line[2:].strip()
+        elif line.startswith("## "):
+            flush()
+            section, lines = line[3:].strip(), []
+        else:
+            lines.append(line)
+    flush()
+    return passages
+
+
+class KnowledgeBase:
+    """An in-memory BM25 index over passages."""
+
+    def __init__(self, passages: list[Passage], *, min_score: float = 1.0) -> None:
+        self.passages = passages
+        self.min_score = min_score
+        self._index = BM25Okapi([tokenize(p.title + " " + p.text) for p in passages]) if passages else None
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> KnowledgeBase:
+        passages: list[Passage] = []
+        for path in sorted(directory.rglob("*.md")):
+            passages.extend(split_markdown(path.read_text(encoding="utf-8"), path.relative_to(directory).as_posix()))
+        return cls(passages)
+
+    def search(self, query: str, k: int = 3) -> list[Source]:
+        """The best `k` passages scoring at least `min_score`; empty when nothing is relevant."""
+        tokens = tokenize(query)
+        if self._index is None or not tokens:
+            return []
+        scores = self._index.get_scores(tokens)
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:k]
+        return [Source(title=self.passages[i].title, path=self.passages[i].path,
+                       snippet=self.passages[i].text[:800], score=round(float(scores[i]), 3))
+                for i in ranked if scores[i] >= self.min_score]

@@ -1,0 +1,70 @@
+"""The nlp service's logic: one call runs every analyzer on a message. No FastAPI here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from services.nlp.classifier import IntentClassifier, load_or_train_default
+from services.nlp.entities import extract_entities
+from services.nlp.language import detect_language
+from services.nlp.sentiment import SentimentAnalyzer
+from supportbot.contracts.common import Intent
+from supportbot.contracts.nlp import AnalyzeResponse
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    """Serves a tenant's own intent model when `<models_dir>/tenants/<tenant>` holds one, else the default."""
+
+    def __init__(self, default: IntentClassifier, models_dir: Path) -> None:
+        self.default = default
+        self.models_dir = models_dir
+        self._tenant_models: dict[str, tuple[float, IntentClassifier]] = {}
+
+    def for_tenant(self, tenant_id: str | None) -> IntentClassifier:
+        if not tenant_id:
+            return self.default
+        directory = self.models_dir / "tenants" / tenant_id
+        meta = directory / "meta.json"
+        try:
+            mtime = meta.stat().st_mtime
+        except OSError:
+            return self.default
+        cached = self._tenant_models.get(tenant_id)
+        if cached is None or cached[0] != mtime:  # retrained since we loaded it
+            cached = (mtime, IntentClassifier.load(directory))
+            self._tenant_models[tenant_id] = cached
+        return cached[1]
+
+
+class Analyzer:
+    """Intent, out-of-scope, entities, sentiment and language for one message."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.sentiment = SentimentAnalyzer()
+        detect_language("warm up the language profiles once")
+
+    @classmethod
+    def from_settings(cls, model_dir: Path | None, data_dir: Path) -> Analyzer:
+        models_dir = data_dir / "models"
+        default = IntentClassifier.load(model_dir) if model_dir else load_or_train_default(models_dir)
+        log.info("intent model loaded", extra={"supportbot.model": default.name,
+                                               "supportbot.intents": len(default.labels)})
+        return cls(ModelRegistry(default, models_dir))
+
+    def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:
+        model = self.registry.for_tenant(tenant_id)
+        prediction = model.predict(text)
+        language = detect_language(text)
+        return AnalyzeResponse(
+            intent=Intent(name=prediction.intent, confidence=round(prediction.confidence, 4)),
+            out_of_scope=prediction.out_of_scope,
+            alternatives=[Intent(name=name, confidence=round(p, 4)) for name, p in prediction.alternatives],
+            entities=extract_entities(text),
+            sentiment=self.sentiment.analyze(text, language),
+            language=language,
+            model=model.name,
+        )

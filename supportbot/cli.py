@@ -1,0 +1,127 @@
+"""The `supportbot` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from supportbot.settings import DEFAULT_PORTS, GatewaySettings
+
+
+def _app_factory(name: str) -> Callable[[], FastAPI]:
+    if name == "gateway":
+        from gateway.app import create_app
+    elif name == "nlp":
+        from services.nlp.app import create_app
+    elif name == "dialogue":
+        from services.dialogue.app import create_app
+    else:
+        from services.llm.app import create_app
+    return create_app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = _app_factory(args.service)()
+    uvicorn.run(app, host=args.host, port=args.port or DEFAULT_PORTS[args.service], log_config=None,
+                access_log=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+async def _prepare(settings: GatewaySettings) -> str | None:
+    """Migrate the database and create tenant `demo` on first start; return a key made here."""
+    from gateway.tenants import bootstrap_demo_tenant
+    from supportbot.db import make_async_engine, session_factory, upgrade_database
+
+    url = settings.resolved_database_url
+    upgrade_database(url)
+    engine = make_async_engine(url)
+    try:
+        key = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
+        return await bootstrap_demo_tenant(session_factory(engine), api_key=key)
+    finally:
+        await engine.dispose()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from supportbot.runner import run_all
+
+    created_key = asyncio.run(_prepare(GatewaySettings()))
+    if created_key:
+        print("Created tenant 'demo'. Its API key is shown only this once:\n\n"
+              f"    {created_key}\n\n"
+              f"Try: curl -s -X POST http://{args.host}:{args.base_port}/v1/conversations "
+              f"-H 'Authorization: Bearer {created_key}'\n", flush=True)
+    return run_all(host=args.host, base_port=args.base_port)
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from supportbot.db import upgrade_database
+
+    upgrade_database(GatewaySettings().resolved_database_url)
+    print("database is up to date")
+    return 0
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    from gateway.tenants import create_tenant
+    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.errors import Conflict
+
+    settings = GatewaySettings()
+
+    async def create() -> str:
+        upgrade_database(settings.resolved_database_url)
+        engine = make_async_engine(settings.resolved_database_url)
+        try:
+            return await create_tenant(session_factory(engine), tenant_id=args.tenant, name=args.name)
+        finally:
+            await engine.dispose()
+
+    try:
+        key = asyncio.run(create())
+    except (ValueError, Conflict) as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 2
+    print(key)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted customer-support chatbot.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the gateway and the nlp, dialogue and llm services")
+    up.add_argument("--base-port", type=int, default=8000, help="gateway port; the others use the next three")
+    up.add_argument("--host", default="127.0.0.1")
+    up.set_defaults(func=cmd_up)
+
+    serve = commands.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=sorted(DEFAULT_PORTS))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
+    create = tenants.add_parser("create", help="create a tenant and print its API key once")
+    create.add_argument("tenant", help="short slug, e.g. acme")
+    create.add_argument("--name", default=None)
+    create.set_defaults(func=cmd_tenants_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
