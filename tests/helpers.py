@@ -1,0 +1,103 @@
+"""Helpers shared by tests: free ports, subprocesses that serve, waiting for readiness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_block(size: int) -> int:
+    """A base port whose next `size` ports are all free right now."""
+    for _ in range(200):
+        base = free_port()
+        if base + size >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + size):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+def wait_until_ready(url: str, timeout_s: float = 90.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s: {last}")
+
+
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Run `python -m supportbot.cli ARGS` with stdout and stderr to `log_path`."""
+    handle = log_path.open("wb")
+    return subprocess.Popen([sys.executable, "-m", "supportbot.cli", *args], env={**os.environ, **env},
+                            stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+class TcpProxy:
+    """A loopback TCP proxy to a real server; `stop()` cuts every connection, like the server dying."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: object = None
+        self._writers: set[object] = set()
+
+    async def start(self) -> TcpProxy:
+        import asyncio
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            self._writers.update({client_writer, upstream_writer})
+            await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._server = server
+        return self
+
+    async def stop(self) -> None:
+        server = self._server
+        server.close()  # type: ignore[attr-defined]
+        for writer in self._writers:
+            writer.close()  # type: ignore[attr-defined]
+        await server.wait_closed()  # type: ignore[attr-defined]

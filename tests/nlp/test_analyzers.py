@@ -1,0 +1,125 @@
+"""Each nlp analyzer alone: entities, language, sentiment (English and Japanese), the classifier."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier, load_or_train_default, read_examples
+from services.nlp.entities import extract_entities
+from services.nlp.language import detect_language
+from services.nlp.sentiment import SentimentAnalyzer
+
+TODAY = date(2026, 11, 25)  # a Wednesday
+
+
+def entities(text: str) -> dict[str, tuple[str, str | None]]:
+    found = extract_entities(text, TODAY)
+    for entity in found:
+        assert text[entity.start:entity.end] == entity.value
+    return {e.type: (e.value, e.normalized) for e in found}
+
+
+def test_entities_with_spans_and_normalized_values() -> None:
+    found = entities("Order ORD-48213 cost $59.99; I paid yesterday. Mail Bob@Example.com or +44 20 7946 0958")
+    assert found["order_number"] == ("ORD-48213", "ORD48213")
+    assert found["money"] == ("$59.99", "59.99 USD")
+    assert found["date"] == ("yesterday", "2026-11-24")
+    assert found["email"] == ("Bob@Example.com", "bob@example.com")
+    assert found["phone"][0] == "+44 20 7946 0958"
+
+
+def test_relative_dates_and_european_money() -> None:
+    assert entities("it should come next Monday")["date"][1] == "2026-11-30"
+    assert entities("I ordered last Friday")["date"][1] == "2026-11-20"
+    assert entities("charged 12,50 EUR twice")["money"][1] == "12.50 EUR"
+    assert entities("tracking 1Z999AA10123456784 says nothing")["tracking_number"][0] == "1Z999AA10123456784"
+
+
+def test_japanese_entities() -> None:
+    found = entities("注文番号 123456 は昨日届くはずでした。5000円払いました")
+    assert found["order_number"][1] == "123456"
+    assert found["date"][1] == "2026-11-24"
+    assert found["money"][1] == "5000 JPY"
+
+
+def test_no_false_entities_in_plain_text() -> None:
+    assert extract_entities("I would like to know more about your return policy", TODAY) == []
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("Where is my order? It has been a week already", "en"),
+    ("Wo ist meine Bestellung? Ich warte seit einer Woche", "de"),
+    ("Où est ma commande? J'attends depuis une semaine", "fr"),
+    ("¿Dónde está mi pedido? Llevo una semana esperando", "es"),
+    ("注文した商品がまだ届きません", "ja"),
+    ("パスワードを忘れました", "ja"),
+])
+def test_language(text: str, language: str) -> None:
+    assert detect_language(text) == language
+
+
+def test_sentiment_in_english_and_japanese() -> None:
+    analyzer = SentimentAnalyzer()
+    angry = analyzer.analyze("This is the worst service ever, I am furious!!", "en")
+    happy = analyzer.analyze("Thank you so much, that was really helpful", "en")
+    assert angry.label == "negative" and angry.frustration > 0.6
+    assert happy.label == "positive" and happy.frustration == 0
+    ja_angry = analyzer.analyze("まだ届かない、最悪です！", "ja")
+    ja_happy = analyzer.analyze("ありがとうございます、助かりました", "ja")
+    assert ja_angry.label == "negative" and ja_angry.frustration > 0.5
+    assert ja_happy.label == "positive"
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+    return path
+
+
+def test_training_on_a_small_csv_and_reloading(tmp_path: Path) -> None:
+    rows = [(f"where is my parcel number {i}", "track") for i in range(8)]
+    rows += [(f"I want my money back for item {i}", "refund") for i in range(8)]
+    rows += [(f"what is the weather like in city {i}", OUT_OF_SCOPE) for i in range(8)]
+    texts, labels = read_examples(write_csv(tmp_path / "train.csv", rows))
+    model = IntentClassifier.train(texts, labels, name="small")
+    assert model.predict("where is my parcel").intent == "track"
+    assert model.predict("money back please").intent == "refund"
+    assert model.predict("weather in city tomorrow").out_of_scope
+    model.save(tmp_path / "model")
+    again = IntentClassifier.load(tmp_path / "model")
+    assert again.predict("I want my money back").intent == "refund"
+    assert again.meta["n_examples"] == 24
+
+
+def test_csv_without_the_right_header_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("sentence,label\nhi,greeting\n")
+    with pytest.raises(ValueError, match="text"):
+        read_examples(path)
+
+
+def test_default_model_is_cached_and_reused(model_cache_dir: Path) -> None:
+    first = load_or_train_default(model_cache_dir)
+    assert len(first.labels) >= 25
+    cached = [p for p in model_cache_dir.iterdir() if p.name.startswith("default-")]
+    assert len(cached) == 1 and (cached[0] / "meta.json").is_file()
+    second = load_or_train_default(model_cache_dir)
+    assert second.labels == first.labels
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("hello!", "greeting"),
+    ("where is my order ORD-12345?", "order_status"),
+    ("I want to speak to a human", "human_agent"),
+    ("I forgot my password", "password_reset"),
+    ("パスワードを忘れました", "password_reset"),
+    ("こんにちは", "greeting"),
+])
+def test_default_model_knows_the_basics(text: str, intent: str, model_cache_dir: Path) -> None:
+    assert load_or_train_default(model_cache_dir).predict(text).intent == intent

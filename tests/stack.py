@@ -1,0 +1,59 @@
+"""The four services in one process, wired through ASGI transports (no sockets), with real storage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.app import create_app as create_gateway
+from services.dialogue.app import create_app as create_dialogue
+from services.llm.app import create_app as create_llm
+from services.nlp.app import create_app as create_nlp
+from supportbot.settings import DialogueSettings, GatewaySettings, LlmSettings, NlpSettings
+
+API_KEY = "sb_test_key_0123456789abcdef"
+
+
+@dataclass
+class Stack:
+    client: httpx.AsyncClient  # talks to the gateway
+    apps: dict[str, FastAPI]
+    api_key: str = API_KEY
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def asgi(app: FastAPI) -> httpx.ASGITransport:
+    return httpx.ASGITransport(app=app)
+
+
+@asynccontextmanager
+async def in_process_stack(*, database_url: str, data_dir: Path, model_dir: Path, redis_url: str | None = None,
+                           openai_base_url: str | None = None, openai_api_key: str | None = None) -> AsyncIterator[Stack]:
+    common = {"database_url": database_url, "data_dir": data_dir, "redis_url": redis_url}
+    nlp = create_nlp(NlpSettings(**{**common, "data_dir": model_dir}))
+    llm = create_llm(LlmSettings(**common, openai_base_url=openai_base_url, openai_api_key=openai_api_key,
+                                 openai_max_retries=0, openai_timeout_s=2.0))
+    dialogue = create_dialogue(DialogueSettings(**common),
+                               transports={"nlp": asgi(nlp), "llm": asgi(llm)})
+    gateway = create_gateway(GatewaySettings(**common, bootstrap_api_key=API_KEY),
+                             transports={"dialogue": asgi(dialogue)})
+    async with AsyncExitStack() as stack:
+        for app in (nlp, llm, dialogue, gateway):
+            await stack.enter_async_context(running(app))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gateway")
+        stack.push_async_callback(client.aclose)
+        yield Stack(client=client, apps={"nlp": nlp, "llm": llm, "dialogue": dialogue, "gateway": gateway})
