@@ -57,6 +57,12 @@ class ServiceClient:
         except httpx.TransportError as exc:
             raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
         if response.status_code >= 500:
+            error = _error_of(response)
+            # A downstream that reports *its* downstream down: keep the root cause for the caller.
+            if error.get("type") == DownstreamTimeout.error_type:
+                raise DownstreamTimeout(error.get("message", ""), service=error.get("service") or self.name)
+            if error.get("type") == DownstreamError.error_type:
+                raise DownstreamError(error.get("message", ""), service=error.get("service") or self.name)
             raise DownstreamError(f"{self.name} service failed ({response.status_code})", service=self.name)
         if response.status_code >= 400:
             error = _error_of(response)

@@ -18,7 +18,9 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]+")
 # A small English stop list (nltk's own list is downloadable data, which we cannot fetch offline).
 STOPWORDS = frozenset("""a an and are as at be but by can could did do does for from had has have how i if in
 into is it its me my no not of on or our please so that the their them then there these they this to was we were
-what when where which who why will with would you your yours hi hello thanks thank""".split())
+what when where which who why will with would you your yours hi hello thanks thank tell know want need like get
+give help make let just also any some""".split())
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def tokenize(text: str) -> list[str]:
@@ -50,7 +52,7 @@ def split_markdown(text: str, path: str) -> list[Passage]:
         if body:
             passages.append(Passage(f"{doc_title} — {section}" if section else doc_title, path, body))
 
-    for line in text.splitlines():
+    for line in _HTML_COMMENT.sub("", text).splitlines():
         if line.startswith("# ") and doc_title == path:
             doc_title = line[2:].strip()
         elif line.startswith("## "):
@@ -63,12 +65,26 @@ def split_markdown(text: str, path: str) -> list[Passage]:
 
 
 class KnowledgeBase:
-    """An in-memory BM25 index over passages."""
+    """An in-memory BM25 index over passages.
 
-    def __init__(self, passages: list[Passage], *, min_score: float = 1.0) -> None:
+    A passage counts as relevant only if it also covers enough of the query's information: the IDF-weighted
+    share of query terms it contains (a term the corpus never uses weighs as much as the rarest one), so one
+    shared common word does not make an unrelated passage an "answer".
+    """
+
+    def __init__(self, passages: list[Passage], *, min_score: float = 1.0, min_coverage: float = 0.4) -> None:
         self.passages = passages
         self.min_score = min_score
+        self.min_coverage = min_coverage
+        self._tokens = [set(tokenize(p.title + " " + p.text)) for p in passages]
         self._index = BM25Okapi([tokenize(p.title + " " + p.text) for p in passages]) if passages else None
+
+    def _coverage(self, query: list[str], passage: int) -> float:
+        assert self._index is not None
+        ceiling = max(self._index.idf.values(), default=1.0)
+        weights = {t: max(self._index.idf.get(t, ceiling), 0.05) for t in set(query)}
+        covered = sum(w for t, w in weights.items() if t in self._tokens[passage])
+        return covered / sum(weights.values())
 
     @classmethod
     def from_directory(cls, directory: Path) -> KnowledgeBase:
@@ -86,4 +102,5 @@ class KnowledgeBase:
         ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:k]
         return [Source(title=self.passages[i].title, path=self.passages[i].path,
                        snippet=self.passages[i].text[:800], score=round(float(scores[i]), 3))
-                for i in ranked if scores[i] >= self.min_score]
+                for i in ranked
+                if scores[i] >= self.min_score and self._coverage(tokens, i) >= self.min_coverage]

@@ -90,7 +90,7 @@ async def test_hosted_answer_and_usage_match_the_server(database_url: str, data_
 
 
 @pytest.mark.parametrize(("fault", "reason"), [("500", "http_500"), ("429", "http_429"),
-                                                ("garbage", None), ("timeout", "timeout")])
+                                                ("garbage", "invalid_response"), ("timeout", "timeout")])
 async def test_provider_failure_fails_over_to_offline(fault: str, reason: str | None, sqlite_url: str,
                                                       data_dir: Path, fake_openai: FakeOpenAI) -> None:
     fake_openai.fault = fault

@@ -64,3 +64,12 @@ async def test_nothing_listening_is_503_quickly() -> None:
         await client.post("/x", Ask(question="q"), Answer)
     assert caught.value.status_code == 503
     await client.aclose()
+
+
+async def test_root_cause_of_a_chained_outage_is_kept() -> None:
+    body = {"error": {"type": "downstream_unavailable", "message": "nlp service is unavailable", "service": "nlp"}}
+    client = ServiceClient("dialogue", "http://dialogue",
+                           transport=httpx.MockTransport(lambda r: httpx.Response(503, json=body)))
+    with pytest.raises(DownstreamError) as caught:
+        await client.post("/x", Ask(question="q"), Answer)
+    assert (caught.value.service, caught.value.message) == ("nlp", "nlp service is unavailable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from services.llm.providers.base import Generation, ProviderError
 from supportbot.contracts.llm import ChatMessage, GenerationContext
@@ -33,6 +34,8 @@ class OpenAIProvider:
             raise ProviderError(f"http_{exc.status_code}", "provider returned an error status") from exc
         except openai.APIError as exc:  # connection errors, unparsable bodies
             raise ProviderError(type(exc).__name__.lower(), "provider request failed") from exc
+        if not isinstance(completion, ChatCompletion):  # the SDK hands back non-JSON bodies as they came
+            raise ProviderError("invalid_response", "provider returned something that is not a completion")
         if not completion.choices or not (completion.choices[0].message.content or "").strip():
             raise ProviderError("empty_response", "provider returned no text")
         usage = completion.usage
