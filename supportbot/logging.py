@@ -60,7 +60,7 @@ class ScrubFilter(logging.Filter):
 def configure_logging(service_name: str, level: str = "INFO") -> None:
     """Route the root logger (and uvicorn's) to one ECS-JSON stdout handler."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original"]))
+    handler.setFormatter(ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original", "color_message"]))
     handler.addFilter(ServiceContextFilter(service_name))
     handler.addFilter(ScrubFilter())
     root = logging.getLogger()
