@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -92,6 +93,44 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intents_train(args: argparse.Namespace) -> int:
+    from services.nlp.classifier import IntentClassifier, read_examples
+    from supportbot.settings import NlpSettings
+
+    if args.out is None and args.tenant is None:
+        print("supportbot: give --out DIR or --tenant T", file=sys.stderr)
+        return 2
+    out = args.out or NlpSettings().data_dir / "models" / "tenants" / args.tenant
+    try:
+        texts, labels = read_examples(args.data)
+    except (OSError, ValueError) as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 2
+    model = IntentClassifier.train(texts, labels, name=args.name or args.data.stem)
+    model.save(out)
+    meta = model.meta
+    print(f"trained {len(set(labels))} intents on {len(texts)} examples in {meta['train_seconds']} s; "
+          f"out-of-scope threshold {model.threshold:.3f}; saved to {out}")
+    return 0
+
+
+def cmd_intents_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from services.nlp.classifier import IntentClassifier, read_examples
+    from services.nlp.evaluation import evaluate, format_report
+
+    try:
+        model = IntentClassifier.load(args.model)
+        texts, labels = read_examples(args.data)
+    except (OSError, ValueError) as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 2
+    result = evaluate(model, texts, labels)
+    print(json.dumps(result, ensure_ascii=False) if args.json else format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted customer-support chatbot.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("tenant", help="short slug, e.g. acme")
     create.add_argument("--name", default=None)
     create.set_defaults(func=cmd_tenants_create)
+
+    intents = commands.add_parser("intents", help="train and evaluate intent models").add_subparsers(
+        dest="action", required=True)
+    train = intents.add_parser("train", help="train a model from a text,category CSV")
+    train.add_argument("--data", type=Path, required=True)
+    train.add_argument("--out", type=Path, default=None, help="model directory to write")
+    train.add_argument("--tenant", default=None, help="write the tenant's model, served by the nlp service")
+    train.add_argument("--name", default=None)
+    train.set_defaults(func=cmd_intents_train)
+    evaluate = intents.add_parser("eval", help="score a model on a text,category CSV")
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    evaluate.set_defaults(func=cmd_intents_eval)
     return parser
 
 

@@ -1,7 +1,7 @@
 """ECS-JSON logs on stdout, tagged with the service name and the current trace.
 
 Personal data and secrets must never reach logs: callers log ids and sizes, never message text, and
-`ScrubFilter` masks e-mail addresses, bearer tokens, API keys and long digit runs that slip through anyway.
+`ScrubFilter` masks secrets and personal data (`supportbot.pii`) that slip through anyway.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import sys
 import ecs_logging
 from opentelemetry import trace
 
-_SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
+from supportbot.pii import redact
+
+_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}\b"), "[REDACTED_KEY]"),
     (re.compile(r"\bsb_[A-Za-z0-9_-]{8,}\b"), "[REDACTED_KEY]"),
-    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[EMAIL]"),
-    (re.compile(r"\+?\d[\d -]{8,}\d"), "[NUMBER]"),
 )
 
 
 def scrub(text: str) -> str:
-    """Mask secrets and personal data in a free-text string."""
-    for pattern, replacement in _SCRUBBERS:
+    """Mask secrets, then personal data (the same redaction the nlp service offers), in a free-text string."""
+    for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
-    return text
+    return redact(text)[0]
 
 
 class ServiceContextFilter(logging.Filter):

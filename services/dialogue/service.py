@@ -19,6 +19,7 @@ from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
 from supportbot.db import transaction, utcnow
 from supportbot.errors import NotFound
 from supportbot.http import ServiceClient
+from supportbot.pii import redact
 from supportbot.resources import SUPPORTED_REPLY_LANGUAGES, reply
 from supportbot.settings import DialogueSettings
 
@@ -71,7 +72,7 @@ class DialogueService:
         if conversation.handoff:
             decision = Decision(_template("handoff_stopped", language), "template", handoff=True)
         else:
-            decision = await self._decide(turn, analysis, language, [(m.role, m.text) for m in history])
+            decision = await self._decide(turn, analysis, language, [(m.role, redact(m.text)[0]) for m in history])
         latency_ms = (time.perf_counter() - started) * 1000
         async with transaction(self.sessions) as session:
             await storage.add_message(session, MessageRow(
@@ -100,7 +101,8 @@ class DialogueService:
         if intent.name in SMALL_TALK and intent.confidence >= self.settings.small_talk_min_confidence:
             return Decision(_template(intent.name, language), "template")
         sources = self.knowledge.search(turn.text)
-        messages = build_messages(question=turn.text, history=history, sources=sources,
+        # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
+        messages = build_messages(question=analysis.redacted_text, history=history, sources=sources,
                                   intent=None if analysis.out_of_scope else intent.name, language=language,
                                   company=self.settings.company_name)
         generated = await self.llm.post("/v1/generate", GenerateRequest(

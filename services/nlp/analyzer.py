@@ -7,10 +7,12 @@ from pathlib import Path
 
 from services.nlp.classifier import IntentClassifier, load_or_train_default
 from services.nlp.entities import extract_entities
+from services.nlp.injection import injection_score
 from services.nlp.language import detect_language
 from services.nlp.sentiment import SentimentAnalyzer
 from supportbot.contracts.common import Intent
-from supportbot.contracts.nlp import AnalyzeResponse
+from supportbot.contracts.nlp import AnalyzeResponse, PiiSpan
+from supportbot.pii import redact
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Analyzer:
         model = self.registry.for_tenant(tenant_id)
         prediction = model.predict(text)
         language = detect_language(text)
+        redacted, spans = redact(text)
         return AnalyzeResponse(
             intent=Intent(name=prediction.intent, confidence=round(prediction.confidence, 4)),
             out_of_scope=prediction.out_of_scope,
@@ -66,5 +69,8 @@ class Analyzer:
             entities=extract_entities(text),
             sentiment=self.sentiment.analyze(text, language),
             language=language,
+            pii=[PiiSpan(type=s.type, start=s.start, end=s.end) for s in spans],
+            redacted_text=redacted,
+            injection_score=injection_score(text),
             model=model.name,
         )

@@ -84,18 +84,42 @@ def fit_temperature(scores: np.ndarray, targets: np.ndarray) -> float:
     return best
 
 
-def _held_out_temperature(texts: list[str], labels: list[str]) -> float:
+def choose_threshold(probabilities: np.ndarray, targets: np.ndarray, classes: list[str]) -> float:
+    """The confidence threshold that maximises in-scope accuracy + out-of-scope recall on held-out scores.
+
+    Without out-of-scope examples there is nothing to balance against: nothing is rejected (0.0), and the
+    dialogue service applies its own low-confidence policy.
+    """
+    if OUT_OF_SCOPE not in classes:
+        return 0.0
+    oos = classes.index(OUT_OF_SCOPE)
+    best = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    in_scope = targets != oos
+    best_threshold, best_score = DEFAULT_THRESHOLD, -1.0
+    for threshold in np.linspace(0.05, 0.95, 91):
+        rejected = (best == oos) | (confidence < threshold)
+        in_acc = float(((best == targets) & ~rejected)[in_scope].mean()) if in_scope.any() else 1.0
+        oos_recall = float(rejected[~in_scope].mean()) if (~in_scope).any() else 1.0
+        if in_acc + oos_recall > best_score:
+            best_threshold, best_score = float(threshold), in_acc + oos_recall
+    return best_threshold
+
+
+def _held_out_calibration(texts: list[str], labels: list[str]) -> tuple[float, float]:
+    """Temperature and out-of-scope threshold, both fitted on out-of-fold scores (never on training fits)."""
     counts = np.unique(labels, return_counts=True)[1]
     folds = int(min(3, counts.min()))
     if folds < 2:
-        return 5.0
+        return 5.0, DEFAULT_THRESHOLD if OUT_OF_SCOPE in labels else 0.0
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     scores = cross_val_predict(_pipeline(), texts, labels, cv=cv, method="decision_function")
     classes = sorted(set(labels))
     targets = np.array([classes.index(label) for label in labels])
     if scores.ndim == 1:  # two classes: sklearn returns one column
         scores = np.stack([-scores, scores], axis=1)
-    return fit_temperature(scores, targets)
+    temperature = fit_temperature(scores, targets)
+    return temperature, choose_threshold(softmax(scores, temperature), targets, classes)
 
 
 @dataclass
@@ -121,10 +145,9 @@ class IntentClassifier:
         return str(self.meta.get("name", "intents"))
 
     @classmethod
-    def train(cls, texts: list[str], labels: list[str], *, name: str, threshold: float = DEFAULT_THRESHOLD,
-              ) -> IntentClassifier:
+    def train(cls, texts: list[str], labels: list[str], *, name: str) -> IntentClassifier:
         started = time.perf_counter()
-        temperature = _held_out_temperature(texts, labels)
+        temperature, threshold = _held_out_calibration(texts, labels)
         pipeline = _pipeline().fit(texts, labels)
         meta = {"name": name, "threshold": threshold, "temperature": temperature, "n_examples": len(texts),
                 "intents": sorted(set(labels)), "train_seconds": round(time.perf_counter() - started, 3)}

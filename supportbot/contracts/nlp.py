@@ -26,6 +26,12 @@ class Sentiment(BaseModel):
     frustration: float = Field(ge=0.0, le=1.0)
 
 
+class PiiSpan(BaseModel):
+    type: str
+    start: int
+    end: int
+
+
 class AnalyzeResponse(BaseModel):
     intent: Intent
     out_of_scope: bool
@@ -33,4 +39,16 @@ class AnalyzeResponse(BaseModel):
     entities: list[Entity] = []
     sentiment: Sentiment
     language: str
+    pii: list[PiiSpan] = []
+    redacted_text: str
+    injection_score: float = Field(ge=0.0, le=1.0, description="prompt-injection likelihood, a guardrail signal")
     model: str
+
+
+class RedactRequest(StrictModel):
+    text: str = Field(min_length=1, max_length=32_000)
+
+
+class RedactResponse(BaseModel):
+    text: str
+    redactions: list[PiiSpan]

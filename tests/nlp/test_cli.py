@@ -1,0 +1,57 @@
+"""`supportbot intents train` and `intents eval` end to end, as the maintainers run them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO
+
+TRAIN = [(f"where is my parcel {w}", "track") for w in ("now", "today", "please", "again", "asap", "team", "x", "y")]
+TRAIN += [(f"I want a refund {w}", "refund") for w in ("now", "today", "please", "again", "asap", "team", "x", "y")]
+TRAIN += [(f"tell me a joke about {w}", "out_of_scope") for w in ("cats", "dogs", "cars", "rain", "sun", "tea")]
+TEST = [("where is my parcel", "track"), ("refund please", "refund"), ("a joke about birds", "out_of_scope")]
+
+
+def write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+    return path
+
+
+def supportbot(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supportbot.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def test_train_then_eval_json(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    trained = supportbot("intents", "train", "--data", str(write(tmp_path / "train.csv", TRAIN)),
+                         "--out", str(model_dir))
+    assert trained.returncode == 0, trained.stderr
+    assert (model_dir / "meta.json").is_file()
+    evaluated = supportbot("intents", "eval", "--model", str(model_dir), "--data",
+                           str(write(tmp_path / "test.csv", TEST)), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["n"] == 3
+    assert {"accuracy", "macro_f1", "p50_ms", "p99_ms", "per_class"} <= result.keys()
+    assert result["per_class"]["track"]["support"] == 1
+    assert 0 <= result["accuracy"] <= 1 and result["p99_ms"] >= result["p50_ms"] > 0
+    plain = supportbot("intents", "eval", "--model", str(model_dir), "--data", str(tmp_path / "test.csv"))
+    assert "accuracy=" in plain.stdout and "macro_f1=" in plain.stdout
+
+
+def test_clear_errors_for_bad_files(tmp_path: Path) -> None:
+    missing = supportbot("intents", "train", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m"))
+    assert missing.returncode == 2 and "nope.csv" in missing.stderr
+    (tmp_path / "bad.csv").write_text("sentence,label\nhi,greeting\n")
+    bad = supportbot("intents", "train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m"))
+    assert bad.returncode == 2 and "text" in bad.stderr
+    no_model = supportbot("intents", "eval", "--model", str(tmp_path), "--data", str(tmp_path / "bad.csv"))
+    assert no_model.returncode == 2

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from supportbot.pii import iban_valid, luhn_valid, redact
+
+
+def test_luhn_and_iban_checks() -> None:
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert iban_valid("DE89 3704 0044 0532 0130 00") and not iban_valid("DE89 3704 0044 0532 0130 01")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("pay with 4111 1111 1111 1111 please", "pay with [CARD] please"),
+    ("card 5500-0000-0000-0004 exp 12/27", "card [CARD] exp 12/27"),
+    ("not a card 4111 1111 1111 1112", "not a card 4111 1111 1111 1112"),
+    ("IBAN DE89 3704 0044 0532 0130 00 ok", "IBAN [IBAN] ok"),
+    ("IBAN GB82WEST12345698765432", "IBAN [IBAN]"),
+    ("mail Jane.Doe+x@example.co.uk now", "mail [EMAIL] now"),
+    ("call +49 30 1234567 or (555) 123-4567", "call [PHONE] or [PHONE]"),
+    ("order 123456789012 is late", "order 123456789012 is late"),
+    ("my ip is 192.168.1.10", "my ip is [IP_ADDRESS]"),
+    ("電話は03-1234-5678、〒100-0001です", "電話は[PHONE]、[POSTAL_CODE]です"),
+])
+def test_redaction(text: str, expected: str) -> None:
+    redacted, spans = redact(text)
+    assert redacted == expected
+    for span in spans:
+        assert text[span.start:span.end].strip()
