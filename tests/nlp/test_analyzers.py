@@ -55,6 +55,11 @@ def test_no_false_entities_in_plain_text() -> None:
     ("Wo ist meine Bestellung? Ich warte seit einer Woche", "de"),
     ("Où est ma commande? J'attends depuis une semaine", "fr"),
     ("¿Dónde está mi pedido? Llevo una semana esperando", "es"),
+    ("Dov'è il mio ordine? Aspetto da una settimana", "it"),
+    ("Waar is mijn bestelling? Ik wacht al een week", "nl"),
+    ("Onde está o meu pedido? Estou esperando há uma semana", "pt"),
+    ("refund status update", "en"),
+    ("Zahlung fehlgeschlagen Kreditkarte abgelehnt Bestellung storniert", "de"),
     ("注文した商品がまだ届きません", "ja"),
     ("パスワードを忘れました", "ja"),
 ])

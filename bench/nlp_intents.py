@@ -1,0 +1,112 @@
+"""Intent benchmark: supportbot's classifier vs a plain TF-IDF + logistic-regression baseline, same data.
+
+Estimates on our own validation slices of the public training data (the official test splits are kept by
+the maintainers):
+  - BANKING77: a stratified 10% of train.csv held out, the rest trained on;
+  - CLINC150: trained on train + oos_train, scored on val + oos_val (in-scope accuracy, where a rejected
+    in-scope utterance is wrong, and out-of-scope recall).
+Latency is single-utterance prediction on one thread, as the nlp service does it.
+
+    python bench/nlp_intents.py [--data ../shared/data] [--only banking77|clinc150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier  # noqa: E402
+from services.nlp.evaluation import evaluate  # noqa: E402
+
+
+class Baseline:
+    """TF-IDF (word 1-2 grams) + logistic regression, max-probability threshold from the same validation rule."""
+
+    def __init__(self, texts: list[str], labels: list[str]) -> None:
+        self.pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                                      LogisticRegression(C=10.0, max_iter=1000)).fit(texts, labels)
+        self.threshold = 0.0
+
+    def predict(self, text: str):  # noqa: ANN201 - duck-typed like IntentClassifier.predict
+        from services.nlp.classifier import Prediction
+
+        probabilities = self.pipeline.predict_proba([text])[0]
+        best = int(np.argmax(probabilities))
+        label = str(self.pipeline.classes_[best])
+        oos = label == OUT_OF_SCOPE or probabilities[best] < self.threshold
+        return Prediction(OUT_OF_SCOPE if oos else label, float(probabilities[best]), oos)
+
+
+def banking77(data: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+    with (data / "banking77" / "train.csv").open(newline="") as handle:
+        rows = [(r["text"], r["category"]) for r in csv.DictReader(handle)]
+    texts, labels = zip(*rows, strict=True)
+    tr_x, va_x, tr_y, va_y = train_test_split(list(texts), list(labels), test_size=0.1, random_state=0,
+                                              stratify=list(labels))
+    return tr_x, tr_y, va_x, va_y
+
+
+def clinc150(data: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+    raw = json.loads((data / "clinc150" / "data_full_trainval.json").read_text())
+
+    def split(*keys: str) -> tuple[list[str], list[str]]:
+        rows = [row for key in keys for row in raw[key]]
+        return [t for t, _ in rows], [OUT_OF_SCOPE if label == "oos" else label for _, label in rows]
+
+    tr_x, tr_y = split("train", "oos_train")
+    va_x, va_y = split("val", "oos_val")
+    return tr_x, tr_y, va_x, va_y
+
+
+def run(name: str, split: tuple[list[str], list[str], list[str], list[str]]) -> None:
+    tr_x, tr_y, va_x, va_y = split
+    print(f"\n## {name}: train {len(tr_x)}, validation {len(va_x)}")
+    results = {}
+    for label, build in (("supportbot", lambda: IntentClassifier.train(tr_x, tr_y, name=name)),
+                         ("tfidf+lr baseline", lambda: Baseline(tr_x, tr_y))):
+        started = time.perf_counter()
+        model = build()
+        train_s = time.perf_counter() - started
+        if isinstance(model, Baseline) and OUT_OF_SCOPE in tr_y:
+            model.threshold = 0.5  # a common max-probability rule for the baseline
+        result = evaluate(model, va_x, va_y)  # type: ignore[arg-type]
+        result["train_s"] = round(train_s, 1)
+        results[label] = result
+    keys = ["accuracy", "macro_f1", "in_scope_accuracy", "out_of_scope_recall", "p50_ms", "p99_ms", "train_s"]
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for label, result in results.items():
+        print(f"| {label} | " + " | ".join(str(result.get(k, "–")) for k in keys) + " |")
+    ours, base = results["supportbot"], results["tfidf+lr baseline"]
+    print(f"ratio supportbot/baseline: accuracy {ours['accuracy'] / base['accuracy']:.3f}, "
+          f"p50 latency {ours['p50_ms'] / base['p50_ms']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--only", choices=["banking77", "clinc150"])
+    args = parser.parse_args()
+    if args.only in (None, "banking77"):
+        run("BANKING77", banking77(args.data))
+    if args.only in (None, "clinc150"):
+        run("CLINC150", clinc150(args.data))
+
+
+if __name__ == "__main__":
+    main()
