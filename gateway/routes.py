@@ -10,6 +10,7 @@ from gateway.schemas import ConversationCreated, NewConversation, NewMessage
 from gateway.tenants import authenticate
 from supportbot.contracts.common import ConversationId
 from supportbot.contracts.dialogue import (
+    ClientMessageId,
     Conversation,
     CreateConversationRequest,
     Transcript,
@@ -33,7 +34,7 @@ def dialogue_client(request: Request) -> ServiceClient:
 TenantDep = Annotated[str, Depends(current_tenant)]
 DialogueDep = Annotated[ServiceClient, Depends(dialogue_client)]
 
-_errors = {code: {"model": ErrorResponse} for code in (401, 404, 422, 503, 504)}
+_errors = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503, 504)}
 router = APIRouter(prefix="/v1", tags=["conversations"], responses=_errors)
 
 
@@ -49,9 +50,11 @@ async def create_conversation(
 
 @router.post("/conversations/{conversation_id}/messages", response_model=TurnResponse)
 async def post_message(
-    conversation_id: ConversationId, body: NewMessage, tenant_id: TenantDep, dialogue: DialogueDep
+    conversation_id: ConversationId, body: NewMessage, tenant_id: TenantDep, dialogue: DialogueDep,
+    idempotency_key: Annotated[ClientMessageId | None, Header()] = None,
 ) -> TurnResponse:
-    turn = TurnRequest(tenant_id=tenant_id, conversation_id=conversation_id, text=body.text)
+    turn = TurnRequest(tenant_id=tenant_id, conversation_id=conversation_id, text=body.text,
+                       client_message_id=body.client_message_id or idempotency_key)
     return await dialogue.post("/v1/turns", turn, TurnResponse)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, field_validator
 
 from supportbot.contracts.common import StrictModel
-from supportbot.contracts.dialogue import Channel
+from supportbot.contracts.dialogue import Channel, ClientMessageId
 
 
 class NewConversation(StrictModel):
@@ -22,6 +22,8 @@ class ConversationCreated(BaseModel):
 
 class NewMessage(StrictModel):
     text: str = Field(min_length=1, max_length=4000)
+    client_message_id: ClientMessageId | None = None
+    """Your id for this message (or send `Idempotency-Key`): a retried delivery is answered once."""
 
     @field_validator("text")
     @classmethod

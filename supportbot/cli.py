@@ -131,6 +131,59 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kb_ingest(args: argparse.Namespace) -> int:
+    from services.dialogue.ingest import UnsupportedDocument
+    from services.dialogue.kb import ingest
+    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.settings import DialogueSettings
+
+    url = DialogueSettings().resolved_database_url
+
+    async def run() -> None:
+        upgrade_database(url)
+        engine = make_async_engine(url)
+        try:
+            report = await ingest(session_factory(engine), tenant_id=args.tenant, paths=args.paths)
+        finally:
+            await engine.dispose()
+        print(f"tenant {args.tenant}: {len(report.added)} documents ingested ({report.chunks} chunks), "
+              f"{len(report.unchanged)} unchanged")
+        for path in report.added:
+            print(f"  + {path}")
+
+    try:
+        asyncio.run(run())
+    except (OSError, UnsupportedDocument) as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_eval_conversations(args: argparse.Namespace) -> int:
+    import json
+
+    from pydantic import ValidationError
+
+    from supportbot.conversation_eval import load_suite, run_suite, summary
+
+    try:
+        suite = load_suite(args.file)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"supportbot: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    result = summary(run_suite(suite, url=args.url, key=args.key))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        for name, failures in result["failures"].items():
+            print(f"FAIL {name}")
+            for failure in failures:
+                print(f"     {failure}")
+        print(f"{result['conversations_passed']}/{result['conversations']} conversations passed "
+              f"({result['pass_rate']:.1%}), {result['turns_passed']}/{result['turns']} turns")
+    return 0 if result["conversations_passed"] == result["conversations"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted customer-support chatbot.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     evaluate.set_defaults(func=cmd_intents_eval)
+
+    kb = commands.add_parser("kb", help="knowledge base").add_subparsers(dest="action", required=True)
+    kb_ingest = kb.add_parser("ingest", help="ingest Markdown, HTML, text and Q&A CSV files for a tenant")
+    kb_ingest.add_argument("--tenant", required=True)
+    kb_ingest.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    kb_ingest.set_defaults(func=cmd_kb_ingest)
+
+    evaluate_cmd = commands.add_parser("eval", help="evaluate a running system").add_subparsers(
+        dest="action", required=True)
+    conversations = evaluate_cmd.add_parser("conversations", help="run scripted conversations through the gateway")
+    conversations.add_argument("file", type=Path)
+    conversations.add_argument("--url", default="http://127.0.0.1:8000")
+    conversations.add_argument("--key", required=True, help="the tenant's API key")
+    conversations.add_argument("--json", action="store_true")
+    conversations.set_defaults(func=cmd_eval_conversations)
     return parser
 
 

@@ -70,6 +70,7 @@ class DialogueSettings(CommonSettings):
     history_turns: int = Field(default=10, validation_alias="DIALOGUE_HISTORY_TURNS")
     small_talk_min_confidence: float = Field(default=0.6, validation_alias="SMALL_TALK_MIN_CONFIDENCE")
     handoff_min_confidence: float = Field(default=0.5, validation_alias="HANDOFF_MIN_CONFIDENCE")
+    state_ttl_s: int = Field(default=7 * 24 * 3600, validation_alias="DIALOGUE_STATE_TTL_S")
     company_name: str = Field(default="Example Store", validation_alias="COMPANY_NAME")
 
 

@@ -39,12 +39,14 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free block of ports")
 
 
-def wait_until_ready(url: str, timeout_s: float = 90.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until_ready(url: str, timeout_s: float = 90.0, process: subprocess.Popen[bytes] | None = None,
+                     log_path: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} was ready")
+            tail = log_path.read_text(errors="replace")[-4000:] if log_path and log_path.exists() else ""
+            raise RuntimeError(f"process exited with {process.returncode} before {url} was ready\n{tail}")
         try:
             response = httpx.get(url, timeout=1.0)
             if response.status_code == 200:

@@ -8,14 +8,20 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from services.dialogue.flows import ConfigLibrary
+from services.dialogue.kb import KnowledgeLibrary
 from services.dialogue.knowledge import KnowledgeBase
 from services.dialogue.routes import router
 from services.dialogue.service import DialogueService
+from services.dialogue.state import StateStore
+from services.dialogue.tools import ToolRunner
 from supportbot.app import build_app
+from supportbot.cache import open_cache
 from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
 from supportbot.http import service_client
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
 from supportbot.settings import DialogueSettings
+from supportbot.telemetry import instrument_client
 
 
 def create_app(settings: DialogueSettings | None = None,
@@ -31,13 +37,21 @@ def create_app(settings: DialogueSettings | None = None,
         engine = make_async_engine(url)
         nlp = service_client("nlp", settings.nlp_url, settings, transports.get("nlp"))
         llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
-        knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
-        app.state.dialogue = DialogueService(sessions=session_factory(engine), nlp=nlp, llm=llm,
-                                             knowledge=knowledge, settings=settings)
+        sessions = session_factory(engine)
+        default_knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
+        cache = await open_cache(settings.redis_url)
+        tool_client = httpx.AsyncClient(transport=transports.get("tools"), follow_redirects=False)
+        instrument_client(tool_client)
+        app.state.dialogue = DialogueService(
+            sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge),
+            configs=ConfigLibrary(settings.data_dir), state=StateStore(cache, ttl_s=settings.state_ttl_s),
+            tools=ToolRunner(tool_client), settings=settings)
         app.state.readiness_checks = {"database": lambda: ping(engine), "nlp": nlp.ping, "llm": llm.ping}
         try:
             yield
         finally:
+            await tool_client.aclose()
+            await cache.aclose()
             await nlp.aclose()
             await llm.aclose()
             await engine.dispose()

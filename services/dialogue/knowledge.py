@@ -1,6 +1,7 @@
 """Knowledge base retrieval: Markdown split into sections, ranked with BM25 over nltk tokens.
 
-Japanese has no spaces, so CJK runs are indexed as character bigrams.
+Latin-script words are Porter-stemmed (nltk, no downloaded data). Japanese has no spaces: runs of kanji or
+katakana (content words; hiragana mostly carries grammar) are indexed as character bigrams.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nltk.stem import PorterStemmer
 from nltk.tokenize import wordpunct_tokenize
 from rank_bm25 import BM25Okapi
 
 from supportbot.contracts.common import Source
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]+")
+_CONTENT_CJK = re.compile(r"[\u30a0-\u30ff\u3400-\u9fff\uff66-\uff9f]+")  # katakana and kanji runs
+_STEMMER = PorterStemmer()
 # A small English stop list (nltk's own list is downloadable data, which we cannot fetch offline).
 STOPWORDS = frozenset("""a an and are as at be but by can could did do does for from had has have how i if in
 into is it its me my no not of on or our please so that the their them then there these they this to was we were
@@ -24,12 +28,12 @@ _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens without stop words, plus character bigrams of CJK runs."""
+    """Stemmed lower-case words without stop words, plus bigrams of kanji/katakana runs."""
     tokens: list[str] = []
-    for run in _CJK.findall(text):
+    for run in _CONTENT_CJK.findall(text):
         tokens.extend(run[i:i + 2] for i in range(max(1, len(run) - 1)))
     latin = _CJK.sub(" ", text.lower())
-    tokens.extend(t for t in wordpunct_tokenize(latin) if t.isalnum() and t not in STOPWORDS)
+    tokens.extend(_STEMMER.stem(t) for t in wordpunct_tokenize(latin) if t.isalnum() and t not in STOPWORDS)
     return tokens
 
 
@@ -68,11 +72,11 @@ class KnowledgeBase:
     """An in-memory BM25 index over passages.
 
     A passage counts as relevant only if it also covers enough of the query's information: the IDF-weighted
-    share of query terms it contains (a term the corpus never uses weighs as much as the rarest one), so one
-    shared common word does not make an unrelated passage an "answer".
+    share of query terms it contains (a term the corpus never uses weighs more than the rarest one it does),
+    so one shared word does not make an unrelated passage an "answer".
     """
 
-    def __init__(self, passages: list[Passage], *, min_score: float = 1.0, min_coverage: float = 0.4) -> None:
+    def __init__(self, passages: list[Passage], *, min_score: float = 1.0, min_coverage: float = 0.5) -> None:
         self.passages = passages
         self.min_score = min_score
         self.min_coverage = min_coverage
@@ -81,8 +85,8 @@ class KnowledgeBase:
 
     def _coverage(self, query: list[str], passage: int) -> float:
         assert self._index is not None
-        ceiling = max(self._index.idf.values(), default=1.0)
-        weights = {t: max(self._index.idf.get(t, ceiling), 0.05) for t in set(query)}
+        unknown = 1.5 * max(self._index.idf.values(), default=1.0)
+        weights = {t: max(self._index.idf.get(t, unknown), 0.05) for t in set(query)}
         covered = sum(w for t, w in weights.items() if t in self._tokens[passage])
         return covered / sum(weights.values())
 

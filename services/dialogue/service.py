@@ -1,23 +1,36 @@
-"""Deciding how to answer a turn, and keeping the transcript. No FastAPI here."""
+"""Deciding how to answer a turn, and keeping the transcript and state. No FastAPI here.
+
+Per turn, in order: a handed-off conversation gets no bot answer; handoff triggers (explicit request,
+sensitive topic, a streak of frustration); an active flow takes the message as its slot answer; small talk
+is answered from templates; an intent that starts a flow starts it; everything else is answered by the LLM
+from knowledge-base passages (after too many unsure turns without a passage, a person takes over).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dialogue import storage
-from services.dialogue.knowledge import KnowledgeBase
+from services.dialogue.flows import ConfigLibrary, DialogueConfig, Flow, Slot, pick
+from services.dialogue.kb import KnowledgeLibrary
 from services.dialogue.prompts import build_messages
+from services.dialogue.state import ConversationState, StateStore
 from services.dialogue.storage import MessageRow
-from supportbot.contracts.common import Intent, Source
+from services.dialogue.tools import ToolError, ToolRunner
+from supportbot.contracts.common import Source
 from supportbot.contracts.dialogue import Conversation, Reply, Transcript, TranscriptMessage, TurnRequest, TurnResponse
 from supportbot.contracts.llm import GenerateRequest, GenerateResponse, GenerationContext
 from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
 from supportbot.db import transaction, utcnow
-from supportbot.errors import NotFound
+from supportbot.errors import Conflict, NotFound
 from supportbot.http import ServiceClient
 from supportbot.pii import redact
 from supportbot.resources import SUPPORTED_REPLY_LANGUAGES, reply
@@ -33,17 +46,21 @@ HANDOFF_INTENT = "human_agent"
 class Decision:
     text: str
     provider: str
-    handoff: bool = False
-    sources: list[Source] | None = None
+    handoff_reason: str | None = None
+    sources: list[Source] = field(default_factory=list)
 
 
 class DialogueService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], nlp: ServiceClient, llm: ServiceClient,
-                 knowledge: KnowledgeBase, settings: DialogueSettings) -> None:
+                 knowledge: KnowledgeLibrary, configs: ConfigLibrary, state: StateStore, tools: ToolRunner,
+                 settings: DialogueSettings) -> None:
         self.sessions = sessions
         self.nlp = nlp
         self.llm = llm
         self.knowledge = knowledge
+        self.configs = configs
+        self.state = state
+        self.tools = tools
         self.settings = settings
 
     async def create_conversation(self, *, tenant_id: str, channel: str) -> Conversation:
@@ -61,57 +78,158 @@ class DialogueService:
                               provider=r.provider, created_at=r.created_at) for r in rows])
 
     async def handle_turn(self, turn: TurnRequest) -> TurnResponse:
+        """Process one customer message; messages of a conversation go through here one at a time."""
+        async with self.state.locked(turn.conversation_id):
+            return await self._handle_locked(turn)
+
+    async def _handle_locked(self, turn: TurnRequest) -> TurnResponse:
         started = time.perf_counter()
         async with self.sessions() as session:
             conversation = await self._conversation(session, turn.tenant_id, turn.conversation_id)
+            if turn.client_message_id and (earlier := await storage.find_reply_to(
+                    session, conversation_id=conversation.id, client_message_id=turn.client_message_id)):
+                return _replay(earlier)
             history = await storage.list_messages(session, conversation_id=conversation.id,
                                                   last=self.settings.history_turns * 2)
         analysis = await self.nlp.post("/v1/analyze", AnalyzeRequest(text=turn.text, tenant_id=turn.tenant_id),
                                        AnalyzeResponse)
         language = analysis.language if analysis.language in SUPPORTED_REPLY_LANGUAGES else "en"
+        state = await self.state.load(turn.conversation_id)
+        state.turn_count += 1
+        state.language = language
         if conversation.handoff:
-            decision = Decision(_template("handoff_stopped", language), "template", handoff=True)
+            decision = Decision(_template("handoff_stopped", language), "template", handoff_reason="handed_off")
         else:
-            decision = await self._decide(turn, analysis, language, [(m.role, redact(m.text)[0]) for m in history])
-        latency_ms = (time.perf_counter() - started) * 1000
-        async with transaction(self.sessions) as session:
-            await storage.add_message(session, MessageRow(
-                conversation_id=turn.conversation_id, role="customer", text=turn.text,
-                intent=analysis.intent.name, confidence=analysis.intent.confidence, created_at=utcnow()))
-            bot = await storage.add_message(session, MessageRow(
-                conversation_id=turn.conversation_id, role="bot", text=decision.text, provider=decision.provider,
-                latency_ms=latency_ms, created_at=utcnow()))
-            if decision.handoff and not conversation.handoff:
-                await storage.set_handoff(session, conversation_id=turn.conversation_id)
+            config = self.configs.for_tenant(turn.tenant_id)
+            decision = await self._decide(turn, analysis, language, state, config,
+                                          [(m.role, redact(m.text)[0]) for m in history])
+        if decision.handoff_reason:
+            state.handoff = True
+        response = TurnResponse(
+            conversation_id=turn.conversation_id, message_id=0, reply=Reply(text=decision.text, language=language),
+            intent=analysis.intent, out_of_scope=analysis.out_of_scope, handoff=decision.handoff_reason is not None,
+            handoff_reason=decision.handoff_reason, flow=state.flow, sources=decision.sources,
+            provider=decision.provider)
+        response = await self._store(turn, analysis, response, (time.perf_counter() - started) * 1000,
+                                     newly_handed_off=decision.handoff_reason is not None and not conversation.handoff)
+        await self.state.save(turn.conversation_id, state)
         log.info("turn handled", extra={"supportbot.intent": analysis.intent.name,
                                         "supportbot.provider": decision.provider,
-                                        "supportbot.handoff": decision.handoff})
-        return TurnResponse(
-            conversation_id=turn.conversation_id, message_id=bot.id,
-            reply=Reply(text=decision.text, language=language), intent=analysis.intent,
-            out_of_scope=analysis.out_of_scope, handoff=decision.handoff, sources=decision.sources or [],
-            provider=decision.provider,
-        )
+                                        "supportbot.flow": state.flow,
+                                        "supportbot.handoff_reason": decision.handoff_reason})
+        return response
+
+    async def _store(self, turn: TurnRequest, analysis: AnalyzeResponse, response: TurnResponse,
+                     latency_ms: float, *, newly_handed_off: bool) -> TurnResponse:
+        try:
+            async with transaction(self.sessions) as session:
+                await storage.add_message(session, MessageRow(
+                    conversation_id=turn.conversation_id, role="customer", text=turn.text,
+                    intent=analysis.intent.name, confidence=analysis.intent.confidence,
+                    client_message_id=turn.client_message_id, created_at=utcnow()))
+                bot = await storage.add_message(session, MessageRow(
+                    conversation_id=turn.conversation_id, role="bot", text=response.reply.text,
+                    provider=response.provider, latency_ms=latency_ms, client_message_id=turn.client_message_id,
+                    created_at=utcnow()))
+                response = response.model_copy(update={"message_id": bot.id})
+                bot.response_json = response.model_dump_json()
+                if newly_handed_off:
+                    await storage.set_handoff(session, conversation_id=turn.conversation_id)
+        except IntegrityError as exc:  # the same delivery, stored by another replica that lost its lock
+            raise Conflict("this message was already processed", field="client_message_id") from exc
+        return response
 
     async def _decide(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
-                      history: list[tuple[str, str]]) -> Decision:
-        intent: Intent = analysis.intent
-        if intent.name == HANDOFF_INTENT and intent.confidence >= self.settings.handoff_min_confidence:
-            return Decision(_template(HANDOFF_INTENT, language), "template", handoff=True)
-        if intent.name in SMALL_TALK and intent.confidence >= self.settings.small_talk_min_confidence:
-            return Decision(_template(intent.name, language), "template")
-        sources = self.knowledge.search(turn.text)
-        # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
-        messages = build_messages(question=analysis.redacted_text, history=history, sources=sources,
-                                  intent=None if analysis.out_of_scope else intent.name, language=language,
-                                  company=self.settings.company_name)
-        generated = await self.llm.post("/v1/generate", GenerateRequest(
-            tenant_id=turn.tenant_id, conversation_id=turn.conversation_id, messages=messages,
-            context=GenerationContext(intent=None if analysis.out_of_scope else intent.name, language=language,
-                                      knowledge=sources),
-            temperature=0.0,
-        ), GenerateResponse)
+                      state: ConversationState, config: DialogueConfig, history: list[tuple[str, str]]) -> Decision:
+        rules = config.handoff
+        intent, confidence = analysis.intent.name, analysis.intent.confidence
+        lowered = turn.text.lower()
+        if intent == HANDOFF_INTENT and confidence >= self.settings.handoff_min_confidence:
+            return self._handoff(state, "human_agent", "requested", language)
+        if intent in rules.sensitive_intents or any(topic.lower() in lowered for topic in rules.sensitive_topics):
+            return self._handoff(state, "handoff_sensitive", "sensitive_topic", language)
+        frustrated = analysis.sentiment.frustration >= rules.frustration_threshold
+        state.negative_streak = state.negative_streak + 1 if frustrated else 0
+        if state.negative_streak >= rules.frustrated_turns:
+            return self._handoff(state, "handoff_frustrated", "frustration", language)
+
+        if state.flow and (flow := config.flows.get(state.flow)):
+            if not _leaves_flow(flow, state, analysis, turn.text):
+                return await self._continue_flow(turn, analysis, language, state, config, flow)
+            state.flow, state.slots, state.slot_attempts = None, {}, 0
+
+        if intent in SMALL_TALK and confidence >= self.settings.small_talk_min_confidence:
+            state.low_confidence_streak = 0
+            return Decision(_template(intent, language), "template")
+        unsure = analysis.out_of_scope or confidence < rules.low_confidence_threshold
+        if not unsure and (match := config.flow_for_intent(intent)):
+            state.flow, state.slots, state.slot_attempts = match[0], {}, 0
+            state.low_confidence_streak = 0
+            return await self._continue_flow(turn, analysis, language, state, config, match[1], first=True)
+
+        knowledge = await self.knowledge.for_tenant(turn.tenant_id)
+        sources = knowledge.search(turn.text)
+        state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
+        if state.low_confidence_streak >= rules.low_confidence_turns:
+            return self._handoff(state, "handoff_low_confidence", "low_confidence", language)
+        generated = await self._generate(turn, analysis, language, history, sources)
         return Decision(generated.text, generated.provider, sources=sources)
+
+    async def _continue_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
+                             state: ConversationState, config: DialogueConfig, flow: Flow, *,
+                             first: bool = False) -> Decision:
+        """Fill the flow's slots from this message, ask for what is missing, then run the action."""
+        for slot in flow.slots:
+            if slot.name in state.slots:
+                continue
+            value = _slot_value(slot, analysis, turn.text)
+            if value is not None:
+                state.slots[slot.name] = value
+                state.slot_attempts = 0
+                continue
+            if first:  # the message that started the flow need not contain the slot yet
+                return Decision(pick(slot.prompt, language), "flow")
+            state.slot_attempts += 1
+            if state.slot_attempts >= slot.max_attempts:
+                return self._handoff(state, "slot_give_up", "slot_failed", language)
+            return Decision(pick(slot.reprompt, language), "flow")
+        return await self._complete_flow(turn, analysis, language, state, config, flow)
+
+    async def _complete_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
+                             state: ConversationState, config: DialogueConfig, flow: Flow) -> Decision:
+        values: dict[str, object] = dict(state.slots)
+        name = state.flow
+        state.flow, state.slots, state.slot_attempts = None, {}, 0
+        if flow.action:
+            try:
+                values |= await self.tools.run(flow.action, config.tools[flow.action], dict(values),
+                                               allowed_hosts=config.allowed_hosts)
+            except ToolError as exc:
+                log.warning("tool failed", extra={"supportbot.tool": flow.action, "supportbot.reason": exc.reason})
+                return Decision(_template("tool_failed", language), "template")
+        if flow.reply == "template" and flow.template:
+            text = pick(flow.template, language).format_map(defaultdict(lambda: "n/a", values))
+            return Decision(text, "flow")
+        result = Source(title=f"{name} result", path=f"action:{flow.action or name}",
+                        snippet=json.dumps(values, ensure_ascii=False)[:800])
+        generated = await self._generate(turn, analysis, language, [], [result])
+        return Decision(generated.text, generated.provider)
+
+    async def _generate(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
+                        history: list[tuple[str, str]], sources: list[Source]) -> GenerateResponse:
+        intent = None if analysis.out_of_scope else analysis.intent.name
+        # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
+        messages = build_messages(question=analysis.redacted_text, history=history, sources=sources, intent=intent,
+                                  language=language, company=self.settings.company_name)
+        return await self.llm.post("/v1/generate", GenerateRequest(
+            tenant_id=turn.tenant_id, conversation_id=turn.conversation_id, messages=messages,
+            context=GenerationContext(intent=intent, language=language, knowledge=sources), temperature=0.0,
+        ), GenerateResponse)
+
+    @staticmethod
+    def _handoff(state: ConversationState, template: str, reason: str, language: str) -> Decision:
+        state.flow, state.slots, state.slot_attempts = None, {}, 0
+        return Decision(_template(template, language), "template", handoff_reason=reason)
 
     @staticmethod
     async def _conversation(session: AsyncSession, tenant_id: str, conversation_id: str) -> storage.ConversationRow:
@@ -119,6 +237,36 @@ class DialogueService:
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found", field="conversation_id")
         return row
+
+
+def _leaves_flow(flow: Flow, state: ConversationState, analysis: AnalyzeResponse, text: str) -> bool:
+    """A confident, different request that does not carry the awaited slot value ends the flow."""
+    intent = analysis.intent
+    if analysis.out_of_scope or intent.name in flow.intents or intent.name in SMALL_TALK or intent.confidence < 0.8:
+        return False
+    pending = next((slot for slot in flow.slots if slot.name not in state.slots), None)
+    return pending is None or _slot_value(pending, analysis, text) is None
+
+
+def _slot_value(slot: Slot, analysis: AnalyzeResponse, text: str) -> str | None:
+    """The slot's value in this message: a matching entity first, else the whole message if it fits."""
+    candidates = []
+    if slot.entity:
+        for entity in analysis.entities:
+            if entity.type == slot.entity:
+                candidates += [entity.value, entity.normalized or entity.value]
+    candidates.append(text.strip())
+    for candidate in candidates:
+        if slot.pattern is None or re.fullmatch(slot.pattern, candidate, flags=re.IGNORECASE):
+            if slot.pattern is None and candidate == text.strip() and slot.entity:
+                continue  # an entity slot without a pattern needs the entity itself
+            return candidate
+    return None
+
+
+def _replay(bot: MessageRow) -> TurnResponse:
+    stored = TurnResponse.model_validate_json(bot.response_json or "{}")
+    return stored.model_copy(update={"duplicate": True})
 
 
 def _template(key: str, language: str) -> str:

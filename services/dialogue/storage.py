@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, Text, select, update
+from sqlalchemy import Boolean, ForeignKey, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,7 +33,30 @@ class MessageRow(Base):
     confidence: Mapped[float | None] = mapped_column(nullable=True)
     provider: Mapped[str | None] = mapped_column(String(50), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(nullable=True)
+    client_message_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class KbDocument(Base):
+    __tablename__ = "kb_documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(63))
+    path: Mapped[str] = mapped_column(String(500))
+    title: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class KbChunk(Base):
+    __tablename__ = "kb_chunks"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(63))
+    title: Mapped[str] = mapped_column(String(500))
+    text: Mapped[str] = mapped_column(Text)
 
 
 async def create_conversation(session: AsyncSession, *, tenant_id: str, channel: str) -> ConversationRow:
@@ -68,3 +91,44 @@ async def list_messages(session: AsyncSession, *, conversation_id: str, last: in
         return list(await session.scalars(query.order_by(MessageRow.id)))
     newest = list(await session.scalars(query.order_by(MessageRow.id.desc()).limit(last)))
     return newest[::-1]
+
+
+async def find_reply_to(session: AsyncSession, *, conversation_id: str, client_message_id: str) -> MessageRow | None:
+    """The bot's stored reply to a customer message delivered before with this client message id."""
+    return await session.scalar(select(MessageRow).where(
+        MessageRow.conversation_id == conversation_id, MessageRow.role == "bot",
+        MessageRow.client_message_id == client_message_id))
+
+
+async def replace_document(session: AsyncSession, *, tenant_id: str, path: str, title: str, sha256: str,
+                           chunks: list[tuple[str, str]]) -> bool:
+    """Store a document's chunks (title, text), replacing an earlier version; False when it is unchanged."""
+    existing = await session.scalar(select(KbDocument).where(KbDocument.tenant_id == tenant_id,
+                                                             KbDocument.path == path))
+    if existing is not None and existing.sha256 == sha256:
+        return False
+    if existing is not None:
+        await session.execute(delete(KbChunk).where(KbChunk.document_id == existing.id))
+        await session.delete(existing)
+        await session.flush()
+    document = KbDocument(tenant_id=tenant_id, path=path, title=title, sha256=sha256, ingested_at=utcnow())
+    session.add(document)
+    await session.flush()
+    session.add_all(KbChunk(document_id=document.id, tenant_id=tenant_id, title=t, text=x) for t, x in chunks)
+    await session.flush()
+    return True
+
+
+async def knowledge_version(session: AsyncSession, *, tenant_id: str) -> tuple[int, str | None]:
+    """(document count, newest ingestion time): changes whenever the tenant's knowledge base does."""
+    count, newest = (await session.execute(select(func.count(KbDocument.id), func.max(KbDocument.ingested_at))
+                                           .where(KbDocument.tenant_id == tenant_id))).one()
+    return int(count), str(newest) if newest else None
+
+
+async def knowledge_chunks(session: AsyncSession, *, tenant_id: str) -> list[tuple[str, str, str]]:
+    """(title, path, text) of every chunk of the tenant's knowledge base."""
+    rows = await session.execute(select(KbChunk.title, KbDocument.path, KbChunk.text)
+                                 .join(KbDocument, KbDocument.id == KbChunk.document_id)
+                                 .where(KbChunk.tenant_id == tenant_id).order_by(KbChunk.id))
+    return [(title, path, text) for title, path, text in rows]

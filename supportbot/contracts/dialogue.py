@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from supportbot.contracts.common import ConversationId, Intent, Source, StrictModel, TenantId
 
@@ -25,11 +25,16 @@ class Conversation(BaseModel):
     created_at: datetime
 
 
+ClientMessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,100}$")]
+"""The sender's id for a message: a retried delivery with the same id is answered once, from storage."""
+
+
 class TurnRequest(StrictModel):
     tenant_id: TenantId
     conversation_id: ConversationId
     text: str = Field(min_length=1, max_length=4000)
     channel: Channel = "api"
+    client_message_id: ClientMessageId | None = None
 
 
 class Reply(BaseModel):
@@ -44,8 +49,12 @@ class TurnResponse(BaseModel):
     intent: Intent | None
     out_of_scope: bool = False
     handoff: bool
+    handoff_reason: str | None = None
+    flow: str | None = None
     sources: list[Source] = []
     provider: str | None = None
+    duplicate: bool = False
+    """True when this is the stored answer to an earlier delivery of the same client message id."""
 
 
 class TranscriptMessage(BaseModel):

@@ -45,7 +45,7 @@ def system(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]
     ) if _on_path("supportbot") else spawn(["up", "--base-port", str(base)], env, log_path)
     try:
         for offset in range(4):
-            wait_until_ready(f"http://127.0.0.1:{base + offset}/readyz", 120, process)
+            wait_until_ready(f"http://127.0.0.1:{base + offset}/readyz", 120, process, log_path)
         yield base, process, log_path
     finally:
         if process.poll() is None:
@@ -87,18 +87,19 @@ def test_conversation_through_the_gateway(system: tuple[int, subprocess.Popen[by
     assert [m["role"] for m in transcript["messages"]] == ["customer", "bot"] * 4
     assert transcript["messages"][2]["text"] == "How can I return an item?"
 
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    for offset in range(4):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{base + offset}/healthz", timeout=2)
+
+    # (Read after shutdown: a service writes its access line once the response has gone out.)
     # One trace id, from the caller's traceparent, in the logs of all services that handled the turn.
     services = {line.get("service", {}).get("name") for line in log_lines(log_path)  # type: ignore[union-attr]
                 if line.get("trace", {}).get("id") == "0af7651916cd43dd8448eb211c80319c"}  # type: ignore[union-attr]
     assert {"gateway", "dialogue", "nlp"} <= services
     # Customer text never reaches the logs.
     assert "How can I return an item?" not in log_path.read_text()
-
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
-    for offset in range(4):
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"http://127.0.0.1:{base + offset}/healthz", timeout=2)
 
 
 def test_down_downstream_gives_a_clear_503(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -113,7 +114,8 @@ def test_down_downstream_gives_a_clear_503(tmp_path: Path, request: pytest.Fixtu
         for name, offset in (("nlp", 1), ("llm", 3), ("dialogue", 2), ("gateway", 0)):
             processes[name] = spawn(["serve", name, "--port", str(base + offset)], env, tmp_path / f"{name}.log")
         for name, offset in (("nlp", 1), ("llm", 3), ("dialogue", 2), ("gateway", 0)):
-            wait_until_ready(f"http://127.0.0.1:{base + offset}/readyz", 120, processes[name])
+            wait_until_ready(f"http://127.0.0.1:{base + offset}/readyz", 120, processes[name],
+                             tmp_path / f"{name}.log")
         auth = {"Authorization": f"Bearer {API_KEY}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{base}", timeout=30) as client:
             conversation_id = client.post("/v1/conversations", headers=auth).json()["id"]

@@ -1,0 +1,65 @@
+"""Per-tenant knowledge bases: ingestion into SQL, and indexes that follow ingestion without a restart."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.dialogue import storage
+from services.dialogue.ingest import collect_files, parse_document
+from services.dialogue.knowledge import KnowledgeBase, Passage
+from supportbot.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    chunks: int = 0
+
+
+async def ingest(sessions: async_sessionmaker[AsyncSession], *, tenant_id: str, paths: list[Path]) -> IngestReport:
+    """Parse and store every supported file under `paths` for the tenant (re-ingesting replaces a document)."""
+    report = IngestReport()
+    documents = [parse_document(file, display) for file, display in collect_files(paths)]
+    async with transaction(sessions) as session:
+        for document in documents:
+            changed = await storage.replace_document(
+                session, tenant_id=tenant_id, path=document.path, title=document.title, sha256=document.sha256,
+                chunks=[(p.title, p.text) for p in document.passages])
+            (report.added if changed else report.unchanged).append(document.path)
+            report.chunks += len(document.passages) if changed else 0
+    return report
+
+
+class KnowledgeLibrary:
+    """The index for a tenant: its ingested documents, or the shipped default while it has none.
+
+    Every lookup asks the database for the tenant's knowledge version (one indexed aggregate), so an
+    ingestion is picked up by every running replica on the next turn.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], default: KnowledgeBase) -> None:
+        self.sessions = sessions
+        self.default = default
+        self._indexes: dict[str, tuple[tuple[int, str | None], KnowledgeBase]] = {}
+
+    async def for_tenant(self, tenant_id: str) -> KnowledgeBase:
+        async with self.sessions() as session:
+            version = await storage.knowledge_version(session, tenant_id=tenant_id)
+            if version[0] == 0:
+                return self.default
+            cached = self._indexes.get(tenant_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            chunks = await storage.knowledge_chunks(session, tenant_id=tenant_id)
+        index = KnowledgeBase([Passage(title, path, text) for title, path, text in chunks])
+        self._indexes[tenant_id] = (version, index)
+        log.info("knowledge base loaded", extra={"supportbot.tenant_id": tenant_id,
+                                                 "supportbot.passages": len(index.passages)})
+        return index

@@ -1,0 +1,170 @@
+"""Flows with slots and HTTP tools, handoff triggers, ordering and duplicate deliveries — through the stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from tests.fake_openai import ServerThread
+from tests.stack import Stack, in_process_stack
+
+pytestmark = pytest.mark.anyio
+
+
+class OrderApi:
+    """The tenant's order system, on loopback; `fault` is None, "500" or "slow"."""
+
+    def __init__(self) -> None:
+        self.fault: str | None = None
+        self.calls: list[str] = []
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/orders/{number}")
+        def order(number: str) -> Any:
+            self.calls.append(number)
+            if self.fault == "500":
+                return JSONResponse({"detail": "db down"}, 500)
+            if self.fault == "slow":
+                time.sleep(5)
+            if number.upper().replace("ORD-", "").replace("ORD", "") == "48213":
+                return {"status": "shipped", "estimated_delivery": "2026-11-28"}
+            return JSONResponse({"detail": "no such order"}, 404)
+
+        return app
+
+
+@pytest.fixture
+def order_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[OrderApi]:
+    api = OrderApi()
+    with ServerThread(api.app()) as server:
+        monkeypatch.setenv("ORDER_API_URL", f"http://127.0.0.1:{server.port}")
+        yield api
+
+
+async def say(stack: Stack, conversation_id: str, text: str, **extra: Any) -> dict[str, Any]:
+    response = await stack.client.post(f"/v1/conversations/{conversation_id}/messages", headers=stack.auth,
+                                       json={"text": text, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def new_conversation(stack: Stack) -> str:
+    return (await stack.client.post("/v1/conversations", headers=stack.auth)).json()["id"]
+
+
+async def test_order_status_flow_reasks_then_calls_the_tool(sqlite_url: str, data_dir: Path, model_cache_dir: Path,
+                                                             order_api: OrderApi) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        ask = await say(stack, conversation_id, "Where is my order?")
+        assert ask["flow"] == "order_status" and "order number" in ask["reply"]["text"].lower()
+        retry = await say(stack, conversation_id, "I don't have it, it was the blue sweater")
+        assert retry["flow"] == "order_status" and "ORD-12345" in retry["reply"]["text"]
+        done = await say(stack, conversation_id, "ORD-48213")
+    assert done["flow"] is None
+    assert done["reply"]["text"] == "Order ORD-48213: shipped. Estimated delivery: 2026-11-28."
+    assert order_api.calls == ["ORD-48213"]
+
+
+async def test_order_number_in_the_first_message_skips_the_question(sqlite_url: str, data_dir: Path,
+                                                                    model_cache_dir: Path, order_api: OrderApi) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        reply = await say(stack, await new_conversation(stack), "where is my order ORD-48213?")
+    assert "shipped" in reply["reply"]["text"] and order_api.calls == ["ORD-48213"]
+
+
+@pytest.mark.parametrize("fault", ["500", "slow", "unknown_order"])
+async def test_tool_failure_apologises_and_offers_a_person(fault: str, sqlite_url: str, data_dir: Path,
+                                                           model_cache_dir: Path, order_api: OrderApi,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    order_api.fault = None if fault == "unknown_order" else fault
+    flows = (Path(__file__).resolve().parents[2] / "supportbot/data/flows/default.yaml").read_text()
+    tenant_dir = data_dir / "tenants" / "demo"
+    tenant_dir.mkdir(parents=True)
+    (tenant_dir / "flows.yaml").write_text(flows.replace("timeout_s: 3", "timeout_s: 0.5"))
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        reply = await say(stack, await new_conversation(stack),
+                          "where is my order ORD-77777?" if fault == "unknown_order" else "where is order ORD-48213")
+    text = reply["reply"]["text"].lower()
+    assert "sorry" in text and "person" in text
+    assert "shipped" not in text and "estimated delivery" not in text
+
+
+async def test_giving_up_after_three_bad_answers_hands_off(sqlite_url: str, data_dir: Path,
+                                                            model_cache_dir: Path, order_api: OrderApi) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        await say(stack, conversation_id, "Where is my order?")
+        replies = [await say(stack, conversation_id, text) for text in ("not sure", "I don't have it", "hmm")]
+    assert [r["handoff"] for r in replies] == [False, False, True]
+    assert replies[-1]["handoff_reason"] == "slot_failed"
+    assert order_api.calls == []
+
+
+async def test_sensitive_topic_hands_off_at_once(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        reply = await say(stack, await new_conversation(stack), "My lawyer will contact you about this charge")
+    assert reply["handoff"] is True and reply["handoff_reason"] == "sensitive_topic"
+
+
+async def test_frustration_streak_hands_off(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        first = await say(stack, conversation_id, "This is terrible, the worst service I have ever had!!")
+        second = await say(stack, conversation_id, "I am furious, this is absolutely awful and useless!!")
+    assert first["handoff"] is False
+    assert second["handoff"] is True and second["handoff_reason"] == "frustration"
+
+
+async def test_low_confidence_streak_hands_off(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        first = await say(stack, conversation_id, "What is the boiling point of tungsten on Mars?")
+        second = await say(stack, conversation_id, "Who painted the ceiling of the Sistine chapel?")
+        after = await say(stack, conversation_id, "hello?")
+    assert first["handoff"] is False and first["sources"] == []
+    assert second["handoff"] is True and second["handoff_reason"] == "low_confidence"
+    assert after["handoff"] is True and after["provider"] == "template"
+
+
+async def test_duplicate_delivery_is_processed_once(database_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    async with in_process_stack(database_url=database_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        first = await say(stack, conversation_id, "How long does shipping take?", client_message_id="msg-1")
+        again = await stack.client.post(f"/v1/conversations/{conversation_id}/messages",
+                                        headers={**stack.auth, "Idempotency-Key": "msg-1"},
+                                        json={"text": "How long does shipping take?"})
+        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
+                                             headers=stack.auth)).json()["messages"]
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True and first["duplicate"] is False
+    assert again.json()["message_id"] == first["message_id"]
+    assert again.json()["reply"] == first["reply"]
+    assert len(transcript) == 2
+
+
+async def test_concurrent_messages_keep_their_order(sqlite_url: str, data_dir: Path, model_cache_dir: Path,
+                                                    redis_url: str) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir,
+                                redis_url=redis_url) as stack:
+        conversation_id = await new_conversation(stack)
+        texts = [f"How long does shipping take? ({i})" for i in range(6)]
+        replies = await asyncio.gather(*(say(stack, conversation_id, text, client_message_id=f"c{i}")
+                                          for i, text in enumerate(texts)))
+        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
+                                             headers=stack.auth)).json()["messages"]
+    assert [m["role"] for m in transcript] == ["customer", "bot"] * 6
+    # Each customer message is directly followed by its own answer: turns never interleave.
+    by_id = {r["message_id"]: r for r in replies}
+    for customer, bot in zip(transcript[::2], transcript[1::2], strict=True):
+        assert bot["id"] == customer["id"] + 1 and bot["id"] in by_id
+    assert sorted(m["text"] for m in transcript[::2]) == sorted(texts)
