@@ -3,7 +3,7 @@
 A suite is YAML: `conversations: [{name, turns: [{say, expect: {...}}]}]`. Expectations per turn:
 `intent` (a name or a list of accepted names), `handoff` (bool), `reply_contains` (all of, case-insensitive),
 `reply_contains_any`, `reply_not_contains`, `source` (a cited source path contains it), `no_sources`,
-`language`, `flow`, `provider`.
+`language`, `flow`, `provider`, `no_reply` (the bot stays silent once a person has taken over).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Expect(BaseModel):
     language: str | None = None
     flow: str | None = None
     provider: str | None = None
+    no_reply: bool | None = None
+    """True: the bot stays silent (a person has taken over)."""
 
 
 class Turn(BaseModel):
@@ -67,7 +69,7 @@ class ConversationResult:
 def check(expect: Expect, body: dict[str, Any]) -> list[str]:
     """Every expectation the gateway's answer does not meet, as readable strings."""
     failures = []
-    reply = body.get("reply", {}).get("text", "")
+    reply = (body.get("reply") or {}).get("text", "")
     lowered = reply.lower()
     intent = (body.get("intent") or {}).get("name")
     if expect.intent is not None:
@@ -87,9 +89,11 @@ def check(expect: Expect, body: dict[str, Any]) -> list[str]:
         failures.append(f"expected no sources, cited {paths}")
     for key in ("language", "flow", "provider"):
         wanted = getattr(expect, key)
-        actual = body.get("reply", {}).get("language") if key == "language" else body.get(key)
+        actual = (body.get("reply") or {}).get("language") if key == "language" else body.get(key)
         if wanted is not None and actual != wanted:
             failures.append(f"{key} {actual!r} != {wanted!r}")
+    if expect.no_reply is not None and (body.get("reply") is None) != expect.no_reply:
+        failures.append("the bot replied" if expect.no_reply else "the bot stayed silent")
     return failures
 
 

@@ -97,42 +97,48 @@ class DialogueService:
         state = await self.state.load(turn.conversation_id)
         state.turn_count += 1
         state.language = language
+        decision: Decision | None
         if conversation.handoff:
-            decision = Decision(_template("handoff_stopped", language), "template", handoff_reason="handed_off")
+            decision = None  # a person has taken over: store the message, stay silent
         else:
             config = self.configs.for_tenant(turn.tenant_id)
             decision = await self._decide(turn, analysis, language, state, config,
                                           [(m.role, redact(m.text)[0]) for m in history])
-        if decision.handoff_reason:
-            state.handoff = True
+        handoff_reason = "handed_off" if decision is None else decision.handoff_reason
+        state.handoff = handoff_reason is not None
         response = TurnResponse(
-            conversation_id=turn.conversation_id, message_id=0, reply=Reply(text=decision.text, language=language),
-            intent=analysis.intent, out_of_scope=analysis.out_of_scope, handoff=decision.handoff_reason is not None,
-            handoff_reason=decision.handoff_reason, flow=state.flow, sources=decision.sources,
-            provider=decision.provider)
+            conversation_id=turn.conversation_id, message_id=0,
+            reply=Reply(text=decision.text, language=language) if decision else None,
+            intent=analysis.intent, out_of_scope=analysis.out_of_scope, handoff=state.handoff,
+            handoff_reason=handoff_reason, flow=state.flow, sources=decision.sources if decision else [],
+            provider=decision.provider if decision else None)
         response = await self._store(turn, analysis, response, (time.perf_counter() - started) * 1000,
-                                     newly_handed_off=decision.handoff_reason is not None and not conversation.handoff)
+                                     newly_handed_off=state.handoff and not conversation.handoff)
         await self.state.save(turn.conversation_id, state)
         log.info("turn handled", extra={"supportbot.intent": analysis.intent.name,
-                                        "supportbot.provider": decision.provider,
+                                        "supportbot.provider": response.provider,
                                         "supportbot.flow": state.flow,
-                                        "supportbot.handoff_reason": decision.handoff_reason})
+                                        "supportbot.handoff_reason": handoff_reason})
         return response
 
     async def _store(self, turn: TurnRequest, analysis: AnalyzeResponse, response: TurnResponse,
                      latency_ms: float, *, newly_handed_off: bool) -> TurnResponse:
         try:
             async with transaction(self.sessions) as session:
-                await storage.add_message(session, MessageRow(
+                customer = await storage.add_message(session, MessageRow(
                     conversation_id=turn.conversation_id, role="customer", text=turn.text,
                     intent=analysis.intent.name, confidence=analysis.intent.confidence,
                     client_message_id=turn.client_message_id, created_at=utcnow()))
-                bot = await storage.add_message(session, MessageRow(
-                    conversation_id=turn.conversation_id, role="bot", text=response.reply.text,
-                    provider=response.provider, latency_ms=latency_ms, client_message_id=turn.client_message_id,
-                    created_at=utcnow()))
-                response = response.model_copy(update={"message_id": bot.id})
-                bot.response_json = response.model_dump_json()
+                if response.reply is None:
+                    response = response.model_copy(update={"message_id": customer.id})
+                    customer.response_json = response.model_dump_json()
+                else:
+                    bot = await storage.add_message(session, MessageRow(
+                        conversation_id=turn.conversation_id, role="bot", text=response.reply.text,
+                        provider=response.provider, latency_ms=latency_ms,
+                        client_message_id=turn.client_message_id, created_at=utcnow()))
+                    response = response.model_copy(update={"message_id": bot.id})
+                    bot.response_json = response.model_dump_json()
                 if newly_handed_off:
                     await storage.set_handoff(session, conversation_id=turn.conversation_id)
         except IntegrityError as exc:  # the same delivery, stored by another replica that lost its lock

@@ -94,10 +94,12 @@ async def list_messages(session: AsyncSession, *, conversation_id: str, last: in
 
 
 async def find_reply_to(session: AsyncSession, *, conversation_id: str, client_message_id: str) -> MessageRow | None:
-    """The bot's stored reply to a customer message delivered before with this client message id."""
-    return await session.scalar(select(MessageRow).where(
-        MessageRow.conversation_id == conversation_id, MessageRow.role == "bot",
-        MessageRow.client_message_id == client_message_id))
+    """The stored answer to a message delivered before with this client message id: the bot's reply row,
+    or the customer's own row when the bot stayed silent (handed off)."""
+    rows = list(await session.scalars(select(MessageRow).where(
+        MessageRow.conversation_id == conversation_id, MessageRow.client_message_id == client_message_id,
+        MessageRow.response_json.is_not(None))))
+    return next((r for r in rows if r.role == "bot"), rows[0] if rows else None)
 
 
 async def replace_document(session: AsyncSession, *, tenant_id: str, path: str, title: str, sha256: str,

@@ -45,7 +45,9 @@ class Reply(BaseModel):
 class TurnResponse(BaseModel):
     conversation_id: str
     message_id: int
-    reply: Reply
+    """The bot's message id; when the bot stays silent (handed off), the customer message's id."""
+    reply: Reply | None
+    """None once the conversation is handed off: a person answers from then on, not the bot."""
     intent: Intent | None
     out_of_scope: bool = False
     handoff: bool

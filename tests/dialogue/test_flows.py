@@ -133,7 +133,7 @@ async def test_low_confidence_streak_hands_off(sqlite_url: str, data_dir: Path, 
         after = await say(stack, conversation_id, "hello?")
     assert first["handoff"] is False and first["sources"] == []
     assert second["handoff"] is True and second["handoff_reason"] == "low_confidence"
-    assert after["handoff"] is True and after["provider"] == "template"
+    assert after["handoff"] is True and after["reply"] is None  # the bot is silent: a person has taken over
 
 
 async def test_duplicate_delivery_is_processed_once(database_url: str, data_dir: Path, model_cache_dir: Path) -> None:
@@ -168,3 +168,18 @@ async def test_concurrent_messages_keep_their_order(sqlite_url: str, data_dir: P
     for customer, bot in zip(transcript[::2], transcript[1::2], strict=True):
         assert bot["id"] == customer["id"] + 1 and bot["id"] in by_id
     assert sorted(m["text"] for m in transcript[::2]) == sorted(texts)
+
+
+async def test_after_handoff_messages_are_kept_and_a_retry_is_still_processed_once(
+        sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await new_conversation(stack)
+        await say(stack, conversation_id, "I want to speak to a human agent")
+        first = await say(stack, conversation_id, "my order number is ORD-48213", client_message_id="late-1")
+        retry = await say(stack, conversation_id, "my order number is ORD-48213", client_message_id="late-1")
+        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
+                                             headers=stack.auth)).json()["messages"]
+    assert first["reply"] is None and first["handoff_reason"] == "handed_off"
+    assert retry["duplicate"] is True and retry["message_id"] == first["message_id"]
+    assert [m["role"] for m in transcript] == ["customer", "bot", "customer"]
+    assert transcript[-1]["text"] == "my order number is ORD-48213"
