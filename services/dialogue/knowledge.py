@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
 from nltk.stem import PorterStemmer
 from nltk.tokenize import wordpunct_tokenize
 from rank_bm25 import BM25Okapi
@@ -108,3 +111,21 @@ class KnowledgeBase:
                        snippet=self.passages[i].text[:800], score=round(float(scores[i]), 3))
                 for i in ranked
                 if scores[i] >= self.min_score and self._coverage(tokens, i) >= self.min_coverage]
+
+
+class KnowledgeRetriever(BaseRetriever):
+    """The knowledge base as a langchain retriever: documents carry title, path and BM25 score."""
+
+    knowledge: KnowledgeBase
+    k: int = 3
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [Document(page_content=s.snippet, metadata={"title": s.title, "path": s.path, "score": s.score})
+                for s in self.knowledge.search(query, k=self.k)]
+
+
+def as_sources(documents: list[Document]) -> list[Source]:
+    return [Source(title=d.metadata["title"], path=d.metadata["path"], snippet=d.page_content,
+                   score=d.metadata.get("score", 0.0)) for d in documents]

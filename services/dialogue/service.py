@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.dialogue import storage
 from services.dialogue.flows import ConfigLibrary, DialogueConfig, Flow, Slot, pick
 from services.dialogue.kb import KnowledgeLibrary
+from services.dialogue.knowledge import KnowledgeRetriever, as_sources
 from services.dialogue.prompts import build_messages
 from services.dialogue.state import ConversationState, StateStore
 from services.dialogue.storage import MessageRow
@@ -173,8 +174,8 @@ class DialogueService:
             state.low_confidence_streak = 0
             return await self._continue_flow(turn, analysis, language, state, config, match[1], first=True)
 
-        knowledge = await self.knowledge.for_tenant(turn.tenant_id)
-        sources = knowledge.search(turn.text)
+        retriever = KnowledgeRetriever(knowledge=await self.knowledge.for_tenant(turn.tenant_id))
+        sources = as_sources(await retriever.ainvoke(turn.text))
         state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
         if state.low_confidence_streak >= rules.low_confidence_turns:
             return self._handoff(state, "handoff_low_confidence", "low_confidence", language)
