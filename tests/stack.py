@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -28,6 +29,22 @@ class Stack:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def new_conversation(self) -> str:
+        response = await self.client.post("/v1/conversations", headers=self.auth)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def say(self, conversation_id: str, text: str, **extra: Any) -> dict[str, Any]:
+        """Send a customer message through the gateway; asserts it was answered with 200."""
+        response = await self.client.post(f"/v1/conversations/{conversation_id}/messages", headers=self.auth,
+                                          json={"text": text, **extra})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def transcript(self, conversation_id: str) -> list[dict[str, Any]]:
+        response = await self.client.get(f"/v1/conversations/{conversation_id}/messages", headers=self.auth)
+        return list(response.json()["messages"])
 
 
 @asynccontextmanager

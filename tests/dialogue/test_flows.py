@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from tests.fake_openai import ServerThread
-from tests.stack import Stack, in_process_stack
+from tests.stack import in_process_stack
 
 pytestmark = pytest.mark.anyio
 
@@ -50,26 +50,19 @@ def order_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[OrderApi]:
         yield api
 
 
-async def say(stack: Stack, conversation_id: str, text: str, **extra: Any) -> dict[str, Any]:
-    response = await stack.client.post(f"/v1/conversations/{conversation_id}/messages", headers=stack.auth,
-                                       json={"text": text, **extra})
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
-async def new_conversation(stack: Stack) -> str:
-    return (await stack.client.post("/v1/conversations", headers=stack.auth)).json()["id"]
 
 
 async def test_order_status_flow_reasks_then_calls_the_tool(sqlite_url: str, data_dir: Path, model_cache_dir: Path,
                                                              order_api: OrderApi) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        ask = await say(stack, conversation_id, "Where is my order?")
+        conversation_id = await stack.new_conversation()
+        ask = await stack.say(conversation_id, "Where is my order?")
         assert ask["flow"] == "order_status" and "order number" in ask["reply"]["text"].lower()
-        retry = await say(stack, conversation_id, "I don't have it, it was the blue sweater")
+        retry = await stack.say(conversation_id, "I don't have it, it was the blue sweater")
         assert retry["flow"] == "order_status" and "ORD-12345" in retry["reply"]["text"]
-        done = await say(stack, conversation_id, "ORD-48213")
+        done = await stack.say(conversation_id, "ORD-48213")
     assert done["flow"] is None
     assert done["reply"]["text"] == "Order ORD-48213: shipped. Estimated delivery: 2026-11-28."
     assert order_api.calls == ["ORD-48213"]
@@ -78,7 +71,7 @@ async def test_order_status_flow_reasks_then_calls_the_tool(sqlite_url: str, dat
 async def test_order_number_in_the_first_message_skips_the_question(sqlite_url: str, data_dir: Path,
                                                                     model_cache_dir: Path, order_api: OrderApi) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        reply = await say(stack, await new_conversation(stack), "where is my order ORD-48213?")
+        reply = await stack.say(await stack.new_conversation(), "where is my order ORD-48213?")
     assert "shipped" in reply["reply"]["text"] and order_api.calls == ["ORD-48213"]
 
 
@@ -92,7 +85,7 @@ async def test_tool_failure_apologises_and_offers_a_person(fault: str, sqlite_ur
     tenant_dir.mkdir(parents=True)
     (tenant_dir / "flows.yaml").write_text(flows.replace("timeout_s: 3", "timeout_s: 0.5"))
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        reply = await say(stack, await new_conversation(stack),
+        reply = await stack.say(await stack.new_conversation(),
                           "where is my order ORD-77777?" if fault == "unknown_order" else "where is order ORD-48213")
     text = reply["reply"]["text"].lower()
     assert "sorry" in text and "person" in text
@@ -102,9 +95,9 @@ async def test_tool_failure_apologises_and_offers_a_person(fault: str, sqlite_ur
 async def test_giving_up_after_three_bad_answers_hands_off(sqlite_url: str, data_dir: Path,
                                                             model_cache_dir: Path, order_api: OrderApi) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        await say(stack, conversation_id, "Where is my order?")
-        replies = [await say(stack, conversation_id, text) for text in ("not sure", "I don't have it", "hmm")]
+        conversation_id = await stack.new_conversation()
+        await stack.say(conversation_id, "Where is my order?")
+        replies = [await stack.say(conversation_id, text) for text in ("not sure", "I don't have it", "hmm")]
     assert [r["handoff"] for r in replies] == [False, False, True]
     assert replies[-1]["handoff_reason"] == "slot_failed"
     assert order_api.calls == []
@@ -112,25 +105,25 @@ async def test_giving_up_after_three_bad_answers_hands_off(sqlite_url: str, data
 
 async def test_sensitive_topic_hands_off_at_once(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        reply = await say(stack, await new_conversation(stack), "My lawyer will contact you about this charge")
+        reply = await stack.say(await stack.new_conversation(), "My lawyer will contact you about this charge")
     assert reply["handoff"] is True and reply["handoff_reason"] == "sensitive_topic"
 
 
 async def test_frustration_streak_hands_off(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        first = await say(stack, conversation_id, "This is terrible, the worst service I have ever had!!")
-        second = await say(stack, conversation_id, "I am furious, this is absolutely awful and useless!!")
+        conversation_id = await stack.new_conversation()
+        first = await stack.say(conversation_id, "This is terrible, the worst service I have ever had!!")
+        second = await stack.say(conversation_id, "I am furious, this is absolutely awful and useless!!")
     assert first["handoff"] is False
     assert second["handoff"] is True and second["handoff_reason"] == "frustration"
 
 
 async def test_low_confidence_streak_hands_off(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        first = await say(stack, conversation_id, "What is the boiling point of tungsten on Mars?")
-        second = await say(stack, conversation_id, "Who painted the ceiling of the Sistine chapel?")
-        after = await say(stack, conversation_id, "hello?")
+        conversation_id = await stack.new_conversation()
+        first = await stack.say(conversation_id, "What is the boiling point of tungsten on Mars?")
+        second = await stack.say(conversation_id, "Who painted the ceiling of the Sistine chapel?")
+        after = await stack.say(conversation_id, "hello?")
     assert first["handoff"] is False and first["sources"] == []
     assert second["handoff"] is True and second["handoff_reason"] == "low_confidence"
     assert after["handoff"] is True and after["reply"] is None  # the bot is silent: a person has taken over
@@ -138,13 +131,12 @@ async def test_low_confidence_streak_hands_off(sqlite_url: str, data_dir: Path, 
 
 async def test_duplicate_delivery_is_processed_once(database_url: str, data_dir: Path, model_cache_dir: Path) -> None:
     async with in_process_stack(database_url=database_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        first = await say(stack, conversation_id, "How long does shipping take?", client_message_id="msg-1")
+        conversation_id = await stack.new_conversation()
+        first = await stack.say(conversation_id, "How long does shipping take?", client_message_id="msg-1")
         again = await stack.client.post(f"/v1/conversations/{conversation_id}/messages",
                                         headers={**stack.auth, "Idempotency-Key": "msg-1"},
                                         json={"text": "How long does shipping take?"})
-        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
-                                             headers=stack.auth)).json()["messages"]
+        transcript = await stack.transcript(conversation_id)
     assert again.status_code == 200
     assert again.json()["duplicate"] is True and first["duplicate"] is False
     assert again.json()["message_id"] == first["message_id"]
@@ -156,12 +148,11 @@ async def test_concurrent_messages_keep_their_order(sqlite_url: str, data_dir: P
                                                     redis_url: str) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir,
                                 redis_url=redis_url) as stack:
-        conversation_id = await new_conversation(stack)
+        conversation_id = await stack.new_conversation()
         texts = [f"How long does shipping take? ({i})" for i in range(6)]
-        replies = await asyncio.gather(*(say(stack, conversation_id, text, client_message_id=f"c{i}")
+        replies = await asyncio.gather(*(stack.say(conversation_id, text, client_message_id=f"c{i}")
                                           for i, text in enumerate(texts)))
-        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
-                                             headers=stack.auth)).json()["messages"]
+        transcript = await stack.transcript(conversation_id)
     assert [m["role"] for m in transcript] == ["customer", "bot"] * 6
     # Each customer message is directly followed by its own answer: turns never interleave.
     by_id = {r["message_id"]: r for r in replies}
@@ -173,12 +164,11 @@ async def test_concurrent_messages_keep_their_order(sqlite_url: str, data_dir: P
 async def test_after_handoff_messages_are_kept_and_a_retry_is_still_processed_once(
         sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
     async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
-        conversation_id = await new_conversation(stack)
-        await say(stack, conversation_id, "I want to speak to a human agent")
-        first = await say(stack, conversation_id, "my order number is ORD-48213", client_message_id="late-1")
-        retry = await say(stack, conversation_id, "my order number is ORD-48213", client_message_id="late-1")
-        transcript = (await stack.client.get(f"/v1/conversations/{conversation_id}/messages",
-                                             headers=stack.auth)).json()["messages"]
+        conversation_id = await stack.new_conversation()
+        await stack.say(conversation_id, "I want to speak to a human agent")
+        first = await stack.say(conversation_id, "my order number is ORD-48213", client_message_id="late-1")
+        retry = await stack.say(conversation_id, "my order number is ORD-48213", client_message_id="late-1")
+        transcript = await stack.transcript(conversation_id)
     assert first["reply"] is None and first["handoff_reason"] == "handed_off"
     assert retry["duplicate"] is True and retry["message_id"] == first["message_id"]
     assert [m["role"] for m in transcript] == ["customer", "bot", "customer"]
