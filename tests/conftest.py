@@ -100,6 +100,18 @@ def fake_openai() -> Iterator["FakeOpenAI"]:
         yield fake
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One sentence-encoder export per test session (about 10 s), shared by every test and every service
+    process the tests start: they inherit NLP_ENCODER_DIR from os.environ."""
+    previous = os.environ.get("NLP_ENCODER_DIR")
+    path = Path(previous) if previous else tmp_path_factory.mktemp("encoder") / "minilm-l6-int8"
+    os.environ["NLP_ENCODER_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("NLP_ENCODER_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shared by every test, so the default intent model is trained once per session."""

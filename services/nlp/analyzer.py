@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from services.nlp.classifier import IntentClassifier, load_or_train_default
+from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, encoder_dir, load_encoder
 from services.nlp.entities import extract_entities
 from services.nlp.injection import injection_score
 from services.nlp.language import detect_language
@@ -13,6 +14,7 @@ from services.nlp.sentiment import SentimentAnalyzer
 from supportbot.contracts.common import Intent
 from supportbot.contracts.nlp import AnalyzeResponse, PiiSpan
 from supportbot.pii import redact
+from supportbot.settings import NlpSettings
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +22,10 @@ log = logging.getLogger(__name__)
 class ModelRegistry:
     """Serves a tenant's own intent model when `<models_dir>/tenants/<tenant>` holds one, else the default."""
 
-    def __init__(self, default: IntentClassifier, models_dir: Path) -> None:
+    def __init__(self, default: IntentClassifier, models_dir: Path, encoder: SentenceEncoder | None = None) -> None:
         self.default = default
         self.models_dir = models_dir
+        self.encoder = encoder
         self._tenant_models: dict[str, tuple[float, IntentClassifier]] = {}
 
     def for_tenant(self, tenant_id: str | None) -> IntentClassifier:
@@ -36,7 +39,7 @@ class ModelRegistry:
             return self.default
         cached = self._tenant_models.get(tenant_id)
         if cached is None or cached[0] != mtime:  # retrained since we loaded it
-            cached = (mtime, IntentClassifier.load(directory))
+            cached = (mtime, IntentClassifier.load(directory, self.encoder))
             self._tenant_models[tenant_id] = cached
         return cached[1]
 
@@ -50,12 +53,19 @@ class Analyzer:
         detect_language("warm up the language profiles once")
 
     @classmethod
-    def from_settings(cls, model_dir: Path | None, data_dir: Path) -> Analyzer:
-        models_dir = data_dir / "models"
-        default = IntentClassifier.load(model_dir) if model_dir else load_or_train_default(models_dir)
+    def from_settings(cls, settings: NlpSettings) -> Analyzer:
+        models_dir = settings.data_dir / "models"
+        try:
+            encoder: SentenceEncoder | None = load_encoder(encoder_dir(settings))
+        except EncoderUnavailable as exc:  # TF-IDF-only models still work; one that needs the encoder won't load
+            log.warning("sentence encoder unavailable, intent models fall back to TF-IDF: %s", exc)
+            encoder = None
+        default = (IntentClassifier.load(settings.model_dir, encoder) if settings.model_dir
+                   else load_or_train_default(models_dir, encoder=encoder))
         log.info("intent model loaded", extra={"supportbot.model": default.name,
-                                               "supportbot.intents": len(default.labels)})
-        return cls(ModelRegistry(default, models_dir))
+                                               "supportbot.intents": len(default.labels),
+                                               "supportbot.encoder": default.meta.get("encoder") is not None})
+        return cls(ModelRegistry(default, models_dir, encoder))
 
     def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:
         model = self.registry.for_tenant(tenant_id)

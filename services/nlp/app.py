@@ -19,7 +19,7 @@ def create_app(settings: NlpSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.analyzer = await run_in_threadpool(Analyzer.from_settings, settings.model_dir, settings.data_dir)
+        app.state.analyzer = await run_in_threadpool(Analyzer.from_settings, settings)
         yield
 
     return build_app("nlp", settings, lifespan=lifespan, routers=[router], title="supportbot nlp")

@@ -1,9 +1,16 @@
-"""Intent classifier: TF-IDF over words and character n-grams, a linear SVM, and a calibrated softmax.
+"""Intent classifier: TF-IDF word and character n-grams plus MiniLM sentence embeddings, a logistic
+regression, and a second-stage out-of-scope detector.
 
-Character n-grams make it work on Japanese (no word segmentation needed) and robust to typos. The SVM's
-scores become probabilities through a softmax whose temperature is fitted on cross-validated scores, so
-`confidence` means what it says. A model directory holds `model.joblib` and `meta.json` (labels,
-temperature, out-of-scope threshold, training facts).
+Character n-grams make it work on Japanese (no word segmentation needed) and robust to typos; the sentence
+embedding (`services.nlp.encoder`) brings paraphrases together. When the training data has `out_of_scope`
+rows, `services.nlp.out_of_scope` learns P(in scope) from out-of-fold predictions, and the threshold on it
+is chosen on those held-out scores. A temperature fitted on the same out-of-fold logits calibrates
+`confidence`. Without such rows nothing is rejected (threshold 0) and the dialogue
+service applies its own low-confidence policy.
+
+A model directory holds `model.joblib` and `meta.json` (format, labels, threshold, the encoder it needs,
+held-out figures, training facts). Without the encoder (its packages not installed) training falls back to
+TF-IDF alone with a warning, and `meta.json` says `"encoder": null`.
 """
 
 from __future__ import annotations
@@ -18,20 +25,27 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.svm import LinearSVC
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
+from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, load_encoder
+from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
 
 log = logging.getLogger(__name__)
 
 OUT_OF_SCOPE = "out_of_scope"
-DEFAULT_THRESHOLD = 0.3
+FORMAT = 2  # of model.joblib; directories of other formats must be retrained
+EMBEDDING_WEIGHT = 2.0  # the embedding block's scale next to the unit-length TF-IDF blocks
+REGULARISATION_C = 10.0
+FOLDS = 5
+FALLBACK_THRESHOLD = 0.3  # on the top probability, when there are too few examples for held-out scores
 
 
 def normalize(text: str) -> str:
@@ -57,69 +71,68 @@ def read_examples(path: Path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def _pipeline() -> Pipeline:
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(preprocessor=normalize, ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
-        ("chars", TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(2, 5),
-                                  sublinear_tf=True, min_df=1, max_features=200_000)),
-    ])
-    return Pipeline([("features", features), ("clf", LinearSVC(C=0.5))])
+@dataclass
+class LinearModel:
+    """TF-IDF blocks + weighted embedding → softmax, with weights laid out for one-utterance prediction.
 
-
-def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
-    z = scores * temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def fit_temperature(scores: np.ndarray, targets: np.ndarray) -> float:
-    """The softmax temperature that minimises the log loss of held-out scores."""
-    best, best_loss = 1.0, float("inf")
-    for temperature in np.geomspace(0.5, 50, 60):
-        p = softmax(scores, temperature)[np.arange(len(targets)), targets]
-        loss = float(-np.log(np.clip(p, 1e-12, 1)).mean())
-        if loss < best_loss:
-            best, best_loss = float(temperature), loss
-    return best
-
-
-def choose_threshold(probabilities: np.ndarray, targets: np.ndarray, classes: list[str]) -> float:
-    """The confidence threshold that maximises in-scope accuracy + out-of-scope recall on held-out scores.
-
-    Without out-of-scope examples there is nothing to balance against: nothing is rejected (0.0), and the
-    dialogue service applies its own low-confidence policy.
+    Weights are (features × labels) float32: predicting one utterance gathers the rows of its few non-zero
+    n-grams instead of multiplying through the whole vocabulary.
     """
-    if OUT_OF_SCOPE not in classes:
-        return 0.0
-    oos = classes.index(OUT_OF_SCOPE)
-    best = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    in_scope = targets != oos
-    best_threshold, best_score = DEFAULT_THRESHOLD, -1.0
-    for threshold in np.linspace(0.05, 0.95, 91):
-        rejected = (best == oos) | (confidence < threshold)
-        in_acc = float(((best == targets) & ~rejected)[in_scope].mean()) if in_scope.any() else 1.0
-        oos_recall = float(rejected[~in_scope].mean()) if (~in_scope).any() else 1.0
-        if in_acc + oos_recall > best_score:
-            best_threshold, best_score = float(threshold), in_acc + oos_recall
-    return best_threshold
+
+    words: TfidfVectorizer
+    chars: TfidfVectorizer
+    labels: list[str]
+    word_weights: np.ndarray
+    char_weights: np.ndarray
+    embedding_weights: np.ndarray | None  # already scaled by EMBEDDING_WEIGHT
+    intercept: np.ndarray
+    temperature: float = 1.0  # multiplies the logits; fitted on held-out predictions so confidence is calibrated
+
+    @classmethod
+    def fit(cls, texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> LinearModel:
+        min_df = 2 if len(texts) >= 1000 else 1  # prune one-off n-grams where there are enough examples
+        words = TfidfVectorizer(preprocessor=normalize, token_pattern=r"(?u)\b\w+\b", ngram_range=(1, 2),
+                                sublinear_tf=True, min_df=min_df, dtype=np.float32)
+        chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True,
+                                min_df=min_df, max_features=200_000, dtype=np.float32)
+        blocks = [words.fit_transform(texts), chars.fit_transform(texts)]
+        if embeddings is not None:
+            blocks.append(sp.csr_matrix(embeddings * EMBEDDING_WEIGHT))
+        classifier = LogisticRegression(C=REGULARISATION_C, max_iter=300, tol=1e-3)
+        classifier.fit(sp.hstack(blocks, format="csr"), labels)
+        coef, intercept = classifier.coef_, classifier.intercept_
+        if coef.shape[0] == 1:  # two labels: sklearn keeps one row; softmax over [0, z] is the same sigmoid
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        weights = np.ascontiguousarray(coef.T, dtype=np.float32)
+        n_words, n_chars = len(words.vocabulary_), len(chars.vocabulary_)
+        return cls(words, chars, [str(c) for c in classifier.classes_], weights[:n_words],
+                   weights[n_words:n_words + n_chars],
+                   weights[n_words + n_chars:] * EMBEDDING_WEIGHT if embeddings is not None else None,
+                   intercept.astype(np.float32))
+
+    def probabilities(self, texts: list[str], embeddings: np.ndarray | None) -> np.ndarray:
+        return _softmax(self.logits(texts, embeddings) * self.temperature)
+
+    def logits(self, texts: list[str], embeddings: np.ndarray | None) -> np.ndarray:
+        z = (self.words.transform(texts) @ self.word_weights + self.chars.transform(texts) @ self.char_weights
+             + self.intercept)
+        if self.embedding_weights is not None and embeddings is not None:
+            z += embeddings @ self.embedding_weights
+        return np.asarray(z)
+
+    def probabilities_one(self, text: str, embedding: np.ndarray | None) -> np.ndarray:
+        z = self.intercept.copy()
+        for vectorizer, weights in ((self.words, self.word_weights), (self.chars, self.char_weights)):
+            row = vectorizer.transform([text])
+            z += row.data @ weights[row.indices]
+        if self.embedding_weights is not None and embedding is not None:
+            z += embedding @ self.embedding_weights
+        return _softmax(z[None, :] * self.temperature)[0]
 
 
-def _held_out_calibration(texts: list[str], labels: list[str]) -> tuple[float, float]:
-    """Temperature and out-of-scope threshold, both fitted on out-of-fold scores (never on training fits)."""
-    counts = np.unique(labels, return_counts=True)[1]
-    folds = int(min(3, counts.min()))
-    if folds < 2:
-        return 5.0, DEFAULT_THRESHOLD if OUT_OF_SCOPE in labels else 0.0
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    scores = cross_val_predict(_pipeline(), texts, labels, cv=cv, method="decision_function")
-    classes = sorted(set(labels))
-    targets = np.array([classes.index(label) for label in labels])
-    if scores.ndim == 1:  # two classes: sklearn returns one column
-        scores = np.stack([-scores, scores], axis=1)
-    temperature = fit_temperature(scores, targets)
-    return temperature, choose_threshold(softmax(scores, temperature), targets, classes)
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass
@@ -131,63 +144,184 @@ class Prediction:
 
 
 class IntentClassifier:
-    """A trained pipeline plus the out-of-scope threshold chosen for it."""
+    """The intent model, the out-of-scope detector and threshold chosen for it, and the encoder it uses."""
 
-    def __init__(self, pipeline: Pipeline, meta: dict[str, object]) -> None:
-        self.pipeline = pipeline
+    def __init__(self, parts: dict[str, Any], meta: dict[str, Any], encoder: SentenceEncoder | None) -> None:
+        self.model: LinearModel = parts["model"]
+        self.references: References | None = parts.get("references")
+        self.detector: OutOfScopeDetector | None = parts.get("detector")
         self.meta = meta
-        self.labels: list[str] = [str(label) for label in pipeline.classes_]
-        self.threshold = float(meta.get("threshold", DEFAULT_THRESHOLD))  # type: ignore[arg-type]
-        self.temperature = float(meta.get("temperature", 5.0))  # type: ignore[arg-type]
+        self.encoder = encoder
+        self.labels: list[str] = list(self.model.labels)
+        self.threshold = float(meta.get("threshold", 0.0))
+        self._oos_column = self.labels.index(OUT_OF_SCOPE) if OUT_OF_SCOPE in self.labels else None
 
     @property
     def name(self) -> str:
         return str(self.meta.get("name", "intents"))
 
     @classmethod
-    def train(cls, texts: list[str], labels: list[str], *, name: str) -> IntentClassifier:
+    def train(cls, texts: list[str], labels: list[str], *, name: str,
+              encoder: SentenceEncoder | None = None) -> IntentClassifier:
+        """Fit on everything given; the out-of-scope stage and threshold come from out-of-fold predictions.
+
+        `encoder`: default, the shared one from `load_encoder()`; TF-IDF alone if it cannot be had.
+        """
         started = time.perf_counter()
-        temperature, threshold = _held_out_calibration(texts, labels)
-        pipeline = _pipeline().fit(texts, labels)
-        meta = {"name": name, "threshold": threshold, "temperature": temperature, "n_examples": len(texts),
-                "intents": sorted(set(labels)), "train_seconds": round(time.perf_counter() - started, 3)}
-        return cls(pipeline, meta)
+        encoder = encoder or _training_encoder()
+        y = np.asarray(labels)
+        embeddings = encoder.encode(texts) if encoder else None
+        model = LinearModel.fit(texts, y, embeddings)
+        parts: dict[str, Any] = {"model": model}
+        if embeddings is not None:
+            parts["references"] = References.build(embeddings, y, model.labels, OUT_OF_SCOPE)
+        meta: dict[str, Any] = {"format": FORMAT, "name": name, "threshold": 0.0, "out_of_scope_detector": None}
+        held_out = _held_out_logits(texts, y, embeddings)
+        if held_out is not None:
+            model.temperature = fit_temperature(held_out.logits, y, model.labels)
+        meta["temperature"] = round(model.temperature, 4)
+        if OUT_OF_SCOPE in model.labels:
+            detector, found = _fit_detector(held_out, y, embeddings, model.temperature)
+            parts["detector"] = detector
+            meta.update(found)
+        meta.update({
+            "encoder": {"name": encoder.name, "dimension": encoder.dimension, "weight": EMBEDDING_WEIGHT}
+            if encoder else None,
+            "n_examples": len(texts), "intents": model.labels,
+            "train_seconds": round(time.perf_counter() - started, 3),
+        })
+        return cls(parts, meta, encoder)
 
     def predict(self, text: str, top_k: int = 3) -> Prediction:
-        scores = self.pipeline.decision_function([text])
-        if scores.ndim == 1:
-            scores = np.stack([-scores, scores], axis=1)
-        probabilities = softmax(scores[0], self.temperature)
+        embedding = self.encoder.encode_one(text) if self.encoder else None
+        probabilities = self.model.probabilities_one(text, embedding)
         order = np.argsort(probabilities)[::-1][:top_k]
         best = self.labels[order[0]]
         confidence = float(probabilities[order[0]])
-        out_of_scope = best == OUT_OF_SCOPE or confidence < self.threshold
+        if self.detector is not None:
+            features = signals(probabilities[None, :], self._oos_column,
+                               None if embedding is None else embedding[None, :], self.references)
+            in_scope = float(self.detector.in_scope_probability(features)[0])
+        else:
+            in_scope = confidence
+        out_of_scope = best == OUT_OF_SCOPE or in_scope < self.threshold
         alternatives = [(self.labels[i], float(probabilities[i])) for i in order[1:]]
         return Prediction(OUT_OF_SCOPE if out_of_scope else best, confidence, out_of_scope, alternatives)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.pipeline, directory / "model.joblib")
+        parts = {"model": self.model, "references": self.references, "detector": self.detector}
+        joblib.dump(parts, directory / "model.joblib")
         (directory / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False))
 
     @classmethod
-    def load(cls, directory: Path) -> IntentClassifier:
+    def load(cls, directory: Path, encoder: SentenceEncoder | None = None) -> IntentClassifier:
+        """A saved model; the encoder its meta.json names is loaded (built on first use) unless given."""
         meta_path, model_path = directory / "meta.json", directory / "model.joblib"
         if not meta_path.is_file() or not model_path.is_file():
             raise FileNotFoundError(f"{directory} is not an intent model directory (needs meta.json, model.joblib)")
-        return cls(joblib.load(model_path), json.loads(meta_path.read_text()))
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{directory} holds an intent model of another format; train it again")
+        needs = meta.get("encoder")
+        if needs:
+            encoder = encoder or load_encoder()
+            if needs.get("name") != encoder.name:
+                raise ValueError(f"{directory} needs the sentence encoder {needs.get('name')!r}, "
+                                 f"not {encoder.name!r}")
+        return cls(joblib.load(model_path), meta, encoder if needs else None)
 
 
-def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV) -> IntentClassifier:
-    """The default intent model, trained once from the shipped CSV and cached by the CSV's hash."""
-    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+def _training_encoder() -> SentenceEncoder | None:
+    try:
+        return load_encoder()
+    except EncoderUnavailable as exc:
+        log.warning("sentence encoder unavailable, training on TF-IDF features alone (less accurate): %s", exc)
+        return None
+
+
+@dataclass
+class HeldOut:
+    """Out-of-fold logits of the data given, with the folds and each fold's embedding references."""
+
+    logits: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    references: list[References | None]
+
+
+def _held_out_logits(texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> HeldOut | None:
+    folds = int(min(FOLDS, np.unique(labels, return_counts=True)[1].min()))
+    if folds < 2:
+        return None
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=0).split(texts, labels))
+    logits = np.zeros((len(texts), len(set(labels.tolist()))))
+    references: list[References | None] = []
+    for train, held_out in splits:
+        fold_embeddings = None if embeddings is None else embeddings[train]
+        # Stratified folds no larger than the rarest label: every fold model knows every label, in one order.
+        model = LinearModel.fit([texts[i] for i in train], labels[train], fold_embeddings)
+        logits[held_out] = model.logits([texts[i] for i in held_out],
+                                        None if embeddings is None else embeddings[held_out])
+        references.append(None if fold_embeddings is None
+                          else References.build(fold_embeddings, labels[train], model.labels, OUT_OF_SCOPE))
+    return HeldOut(logits, splits, references)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
+    """The logit multiplier that minimises the log loss of held-out predictions."""
+    targets = np.searchsorted(np.asarray(classes), labels)
+    best, best_loss = 1.0, float("inf")
+    for temperature in np.geomspace(0.1, 10, 81):
+        p = _softmax(logits * temperature)[np.arange(len(targets)), targets]
+        loss = float(-np.log(np.clip(p, 1e-12, 1)).mean())
+        if loss < best_loss:
+            best, best_loss = float(temperature), loss
+    return best
+
+
+def _fit_detector(held_out: HeldOut | None, labels: np.ndarray, embeddings: np.ndarray | None,
+                  temperature: float) -> tuple[OutOfScopeDetector | None, dict[str, Any]]:
+    """The second stage and its threshold, both from out-of-fold predictions of the data given."""
+    if held_out is None:
+        return None, {"threshold": FALLBACK_THRESHOLD, "out_of_scope_detector": "max_probability"}
+    classes = sorted(set(labels.tolist()))
+    oos_column = classes.index(OUT_OF_SCOPE)
+    probabilities = _softmax(held_out.logits * temperature)
+    features = np.zeros((len(labels), 0))
+    for (_, rows), references in zip(held_out.splits, held_out.references, strict=True):
+        fold = signals(probabilities[rows], oos_column, None if embeddings is None else embeddings[rows], references)
+        if features.shape[1] == 0:
+            features = np.zeros((len(labels), fold.shape[1]))
+        features[rows] = fold
+    predicted = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
+    is_oos = labels == OUT_OF_SCOPE
+    # The detector's own held-out scores (nested), so that the threshold is not chosen on its training fit.
+    scores = np.zeros(len(labels))
+    for train, rows in held_out.splits:
+        scores[rows] = OutOfScopeDetector.fit(features[train], is_oos[train]).in_scope_probability(features[rows])
+    correct = (predicted == labels) & ~is_oos
+    threshold, accuracy, recall = choose_threshold(scores, correct, is_oos, predicted == OUT_OF_SCOPE)
+    return OutOfScopeDetector.fit(features, is_oos), {
+        "threshold": threshold, "out_of_scope_detector": "second_stage",
+        "held_out": {"folds": len(held_out.splits), "in_scope_accuracy": round(accuracy, 4),
+                     "out_of_scope_recall": round(recall, 4)},
+    }
+
+
+def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,
+                          encoder: SentenceEncoder | None = None) -> IntentClassifier:
+    """The default intent model, trained once from the shipped CSV and cached by its hash and the model kind."""
+    if encoder is None:
+        encoder = _training_encoder()
+    kind = f"format{FORMAT}:{encoder.name if encoder else 'tfidf'}".encode()
+    digest = hashlib.sha256(data.read_bytes() + kind).hexdigest()[:16]
     directory = cache_dir / f"default-{digest}"
     try:
-        return IntentClassifier.load(directory)
+        return IntentClassifier.load(directory, encoder)
     except (FileNotFoundError, ValueError, EOFError):
         pass
     texts, labels = read_examples(data)
-    model = IntentClassifier.train(texts, labels, name="default")
+    model = IntentClassifier.train(texts, labels, name="default", encoder=encoder)
     staging = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     try:
         model.save(staging)

