@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Literal
 
 import yaml
@@ -73,6 +74,11 @@ class Tool(_Strict):
     def resolved_url(self) -> str:
         """The URL with `${VAR}` / `${VAR:-default}` taken from the environment."""
         return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), self.url)
+
+    @property
+    def available(self) -> bool:
+        """Configured with an absolute URL (a tool whose `${VAR}` is unset is not offered to the LLM)."""
+        return urlsplit(self.resolved_url).hostname is not None
 
 
 class HandoffRules(_Strict):

@@ -28,7 +28,14 @@ from services.dialogue.storage import MessageRow
 from services.dialogue.tools import ToolError, ToolRunner
 from supportbot.contracts.common import Source
 from supportbot.contracts.dialogue import Conversation, Reply, Transcript, TranscriptMessage, TurnRequest, TurnResponse
-from supportbot.contracts.llm import GenerateRequest, GenerateResponse, GenerationContext
+from supportbot.contracts.llm import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationContext,
+    ToolFunction,
+    ToolSpec,
+)
 from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
 from supportbot.db import transaction, utcnow
 from supportbot.errors import Conflict, NotFound
@@ -40,6 +47,7 @@ from supportbot.settings import DialogueSettings
 log = logging.getLogger(__name__)
 
 SMALL_TALK = frozenset({"greeting", "thanks", "goodbye"})
+MAX_TOOL_ROUNDS = 3
 HANDOFF_INTENT = "human_agent"
 
 
@@ -179,7 +187,11 @@ class DialogueService:
         state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
         if state.low_confidence_streak >= rules.low_confidence_turns:
             return self._handoff(state, "handoff_low_confidence", "low_confidence", language)
-        generated = await self._generate(turn, analysis, language, history, sources)
+        try:
+            generated = await self._generate(turn, analysis, language, history, sources, config)
+        except ToolError as exc:
+            log.warning("tool failed", extra={"supportbot.reason": exc.reason})
+            return Decision(_template("tool_failed", language), "template")
         return Decision(generated.text, generated.provider, sources=sources)
 
     async def _continue_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
@@ -223,15 +235,47 @@ class DialogueService:
         return Decision(generated.text, generated.provider)
 
     async def _generate(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
-                        history: list[tuple[str, str]], sources: list[Source]) -> GenerateResponse:
+                        history: list[tuple[str, str]], sources: list[Source],
+                        config: DialogueConfig | None = None) -> GenerateResponse:
+        """Ask the LLM, offering the tenant's tools (OpenAI function calling); raises ToolError if one fails.
+
+        The three-step call: the model picks a tool, we run it (validated, allow-listed, with a timeout),
+        and the model answers from its result. A failing tool is never handed back to the model to improvise
+        on: the caller apologises and offers a person.
+        """
         intent = None if analysis.out_of_scope else analysis.intent.name
         # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
         messages = build_messages(question=analysis.redacted_text, history=history, sources=sources, intent=intent,
                                   language=language, company=self.settings.company_name)
-        return await self.llm.post("/v1/generate", GenerateRequest(
+        offered = {name: tool for name, tool in (config.tools.items() if config else []) if tool.available}
+        request = GenerateRequest(
             tenant_id=turn.tenant_id, conversation_id=turn.conversation_id, messages=messages,
             context=GenerationContext(intent=intent, language=language, knowledge=sources), temperature=0.0,
-        ), GenerateResponse)
+            tools=[ToolSpec(function=ToolFunction(name=name, description=tool.description,
+                                                  parameters=tool.parameters)) for name, tool in offered.items()]
+            or None)
+        for _ in range(MAX_TOOL_ROUNDS):
+            generated = await self.llm.post("/v1/generate", request, GenerateResponse)
+            if not generated.tool_calls:
+                return generated
+            assert config is not None
+            messages = [*request.messages, ChatMessage(role="assistant", tool_calls=generated.tool_calls)]
+            for call in generated.tool_calls:
+                tool = offered.get(call.function.name)
+                if tool is None:
+                    raise ToolError("unknown_tool")
+                try:
+                    arguments = json.loads(call.function.arguments or "{}")
+                except ValueError as exc:
+                    raise ToolError("invalid_arguments") from exc
+                if not isinstance(arguments, dict):
+                    raise ToolError("invalid_arguments")
+                result = await self.tools.run(call.function.name, tool, arguments,
+                                              allowed_hosts=config.allowed_hosts)
+                messages.append(ChatMessage(role="tool", tool_call_id=call.id,
+                                            content=json.dumps(result, ensure_ascii=False)))
+            request = request.model_copy(update={"messages": messages})
+        raise ToolError("too_many_tool_calls")
 
     @staticmethod
     def _handoff(state: ConversationState, template: str, reason: str, language: str) -> Decision:
