@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 class Cache(Protocol):
     backend: str
+    healthy: bool
+    """False after an operation failed, until one succeeds again."""
 
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
@@ -31,6 +33,7 @@ class MemoryCache:
     """A bounded in-process LRU with per-key expiry; one per process, not shared by replicas."""
 
     backend = "memory"
+    healthy = True
 
     def __init__(self, max_items: int = 10_000) -> None:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
@@ -70,9 +73,11 @@ class RedisCache:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self.healthy = True
         self._last_warning = 0.0
 
     def _warn(self, exc: Exception) -> None:
+        self.healthy = False
         now = time.monotonic()
         if now - self._last_warning > 60:
             self._last_warning = now
@@ -80,7 +85,9 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            return await self.client.get(key)
+            value = await self.client.get(key)
+            self.healthy = True
+            return value
         except (RedisError, OSError) as exc:
             self._warn(exc)
             return None
@@ -88,6 +95,7 @@ class RedisCache:
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         try:
             await self.client.set(key, value, ex=ttl_s)
+            self.healthy = True
         except (RedisError, OSError) as exc:
             self._warn(exc)
 

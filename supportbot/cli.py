@@ -118,12 +118,13 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
     import json
 
     from services.nlp.classifier import IntentClassifier, read_examples
+    from services.nlp.encoder import EncoderUnavailable
     from services.nlp.evaluation import evaluate, format_report
 
     try:
         model = IntentClassifier.load(args.model)
         texts, labels = read_examples(args.data)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EncoderUnavailable) as exc:
         print(f"supportbot: {exc}", file=sys.stderr)
         return 2
     result = evaluate(model, texts, labels)
@@ -184,6 +185,108 @@ def cmd_eval_conversations(args: argparse.Namespace) -> int:
     return 0 if result["conversations_passed"] == result["conversations"] else 1
 
 
+def _llm_sessions() -> tuple[object, object]:
+    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.settings import LlmSettings
+
+    url = LlmSettings().resolved_database_url
+    upgrade_database(url)
+    engine = make_async_engine(url)
+    return engine, session_factory(engine)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from services.llm.storage import usage_summary
+
+    try:
+        since = datetime.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        print(f"supportbot: --since {args.since!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+
+    async def read() -> list[dict[str, object]]:
+        engine, sessions = _llm_sessions()
+        try:
+            async with sessions() as session:  # type: ignore[operator]
+                return await usage_summary(session, args.tenant, since)
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+
+    rows = [{"provider": r["provider"], "model": r["model"], "requests": int(r["requests"]),
+             "cached_requests": int(r["cached_requests"] or 0), "prompt_tokens": int(r["prompt_tokens"] or 0),
+             "completion_tokens": int(r["completion_tokens"] or 0), "cost_usd": float(r["cost_usd"] or 0)}
+            for r in asyncio.run(read())]
+    totals = {name: sum(r[name] for r in rows) for name in
+              ("requests", "cached_requests", "prompt_tokens", "completion_tokens", "cost_usd")}
+    totals["cost_usd"] = round(float(totals["cost_usd"]), 8)
+    if args.json:
+        print(json.dumps({"tenant": args.tenant, "since": since.isoformat() if since else None,
+                          "totals": totals, "by_provider_model": rows}))
+        return 0
+    print(f"usage of tenant {args.tenant}" + (f" since {since.date()}" if since else ""))
+    header = f"{'provider':<10} {'model':<28} {'requests':>8} {'cached':>7} {'prompt':>10} {'completion':>10} {'cost_usd':>12}"
+    print(header)
+    for r in [*rows, {"provider": "total", "model": "", **totals}]:
+        print(f"{r['provider']:<10} {r['model']:<28} {r['requests']:>8} {r['cached_requests']:>7} "
+              f"{r['prompt_tokens']:>10} {r['completion_tokens']:>10} {r['cost_usd']:>12.6f}")
+    return 0
+
+
+def cmd_budget_set(args: argparse.Namespace) -> int:
+    from decimal import Decimal
+
+    from services.llm.storage import set_budget
+    from supportbot.db import transaction
+
+    if not 1 <= args.soft_pct <= 100:
+        print("supportbot: --soft-pct must be between 1 and 100", file=sys.stderr)
+        return 2
+
+    async def write() -> None:
+        engine, sessions = _llm_sessions()
+        try:
+            async with transaction(sessions) as session:  # type: ignore[arg-type]
+                await set_budget(session, tenant_id=args.tenant, monthly_tokens=args.monthly_tokens,
+                                 monthly_usd=Decimal(str(args.monthly_usd)) if args.monthly_usd is not None else None,
+                                 soft_pct=args.soft_pct)
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+
+    asyncio.run(write())
+    print(f"budget of tenant {args.tenant}: monthly_tokens={args.monthly_tokens} monthly_usd={args.monthly_usd} "
+          f"soft at {args.soft_pct}%")
+    return 0
+
+
+def cmd_budget_show(args: argparse.Namespace) -> int:
+    import json
+
+    from services.llm.budgets import month_start
+    from services.llm.storage import get_budget, month_to_date
+
+    async def read() -> dict[str, object]:
+        engine, sessions = _llm_sessions()
+        try:
+            async with sessions() as session:  # type: ignore[operator]
+                budget = await get_budget(session, args.tenant)
+                tokens, cost = await month_to_date(session, args.tenant, month_start())
+        finally:
+            await engine.dispose()  # type: ignore[attr-defined]
+        return {"tenant": args.tenant,
+                "monthly_tokens": budget.monthly_tokens if budget else None,
+                "monthly_usd": float(budget.monthly_usd) if budget and budget.monthly_usd is not None else None,
+                "soft_pct": budget.soft_pct if budget else None,
+                "month_to_date": {"tokens": tokens, "cost_usd": float(cost)}}
+
+    print(json.dumps(asyncio.run(read())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted customer-support chatbot.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     conversations.add_argument("--key", required=True, help="the tenant's API key")
     conversations.add_argument("--json", action="store_true")
     conversations.set_defaults(func=cmd_eval_conversations)
+
+    usage = commands.add_parser("usage", help="token usage and cost of a tenant")
+    usage.add_argument("--tenant", required=True)
+    usage.add_argument("--since", default=None, help="YYYY-MM-DD (UTC) or an ISO timestamp")
+    usage.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    usage.set_defaults(func=cmd_usage)
+
+    budget = commands.add_parser("budget", help="per-tenant monthly LLM budgets").add_subparsers(
+        dest="action", required=True)
+    budget_set = budget.add_parser("set", help="set a tenant's monthly limits (omitted limits are removed)")
+    budget_set.add_argument("--tenant", required=True)
+    budget_set.add_argument("--monthly-tokens", type=int, default=None)
+    budget_set.add_argument("--monthly-usd", type=float, default=None)
+    budget_set.add_argument("--soft-pct", type=int, default=80, help="warn from this percentage on (default 80)")
+    budget_set.set_defaults(func=cmd_budget_set)
+    budget_show = budget.add_parser("show", help="a tenant's budget and month-to-date usage, as JSON")
+    budget_show.add_argument("--tenant", required=True)
+    budget_show.set_defaults(func=cmd_budget_show)
     return parser
 
 

@@ -5,6 +5,7 @@
      ├── Unauthorized          401 unauthorized
      ├── NotFound              404 not_found
      ├── Conflict              409 conflict
+     ├── BudgetExceeded        429 budget_exceeded         (a tenant's hard monthly budget; `field` names it)
      └── DownstreamError       503 downstream_unavailable  (a service we call is down or broken)
           └── DownstreamTimeout 504 downstream_timeout
 
@@ -72,6 +73,13 @@ class NotFound(SupportbotError):
 class Conflict(SupportbotError):
     status_code = 409
     error_type = "conflict"
+
+
+class BudgetExceeded(SupportbotError):
+    """A tenant's hard monthly budget would be exceeded; `field` is `monthly_tokens` or `monthly_usd`."""
+
+    status_code = 429
+    error_type = "budget_exceeded"
 
 
 class DownstreamError(SupportbotError):

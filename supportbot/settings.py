@@ -7,9 +7,10 @@ call `GatewaySettings()` (etc.) where the app is built.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PORTS = {"gateway": 8000, "nlp": 8001, "dialogue": 8002, "llm": 8003}
 
@@ -58,6 +59,8 @@ class NlpSettings(CommonSettings):
     """The nlp service."""
 
     model_dir: Path | None = Field(default=None, validation_alias="NLP_MODEL_DIR")
+    # The exported sentence encoder (about 24 MB); default: <data_dir>/models/encoders/minilm-l6-int8.
+    encoder_dir: Path | None = Field(default=None, validation_alias="NLP_ENCODER_DIR")
     max_text_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
 
 
@@ -75,14 +78,45 @@ class DialogueSettings(CommonSettings):
 
 
 class LlmSettings(CommonSettings):
-    """The llm service."""
+    """The llm service: providers, retries, circuit breakers, response cache, accounting and budgets."""
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_model: str = Field(default="gpt-4o-mini", validation_alias="OPENAI_MODEL")
-    openai_timeout_s: float = Field(default=30.0, validation_alias="OPENAI_TIMEOUT_S")
-    openai_max_retries: int = Field(default=2, validation_alias="OPENAI_MAX_RETRIES")
+    openai_connect_timeout_s: float = Field(default=3.0, validation_alias="OPENAI_CONNECT_TIMEOUT_S")
+    openai_timeout_s: float = Field(default=30.0, validation_alias="OPENAI_TIMEOUT_S",
+                                    description="read timeout: the longest wait for the next bytes")
+    openai_max_retries: int = Field(default=2, ge=0, validation_alias="OPENAI_MAX_RETRIES")
+
+    local_llm_base_url: str | None = Field(default=None, validation_alias="LOCAL_LLM_BASE_URL")
+    local_llm_model: str | None = Field(default=None, validation_alias="LOCAL_LLM_MODEL")
+    local_llm_api_key: SecretStr = Field(default=SecretStr("none"), validation_alias="LOCAL_LLM_API_KEY")
+    local_llm_connect_timeout_s: float = Field(default=2.0, validation_alias="LOCAL_LLM_CONNECT_TIMEOUT_S")
+    local_llm_timeout_s: float = Field(default=60.0, validation_alias="LOCAL_LLM_TIMEOUT_S")
+    local_llm_max_retries: int = Field(default=1, ge=0, validation_alias="LOCAL_LLM_MAX_RETRIES")
+    local_llm_model_path: Path | None = Field(default=None, validation_alias="LOCAL_LLM_MODEL_PATH",
+                                              description="a transformers model directory, run in-process")
+    local_llm_device: str | None = Field(default=None, validation_alias="LOCAL_LLM_DEVICE",
+                                         description="cuda, cuda:1, cpu; default: cuda when present")
+    local_llm_max_batch_size: int = Field(default=32, ge=1, validation_alias="LOCAL_LLM_MAX_BATCH_SIZE")
+    local_llm_max_wait_ms: float = Field(default=5.0, ge=0, validation_alias="LOCAL_LLM_MAX_WAIT_MS",
+                                         description="how long a request waits for others to batch with")
+
+    retry_base_s: float = Field(default=0.5, validation_alias="LLM_RETRY_BASE_S",
+                                description="first backoff; doubles per attempt, full jitter")
+    retry_max_wait_s: float = Field(default=8.0, validation_alias="LLM_RETRY_MAX_WAIT_S",
+                                    description="longest wait before a retry; a longer Retry-After fails over")
+    breaker_failures: int = Field(default=5, ge=1, validation_alias="LLM_BREAKER_FAILURES")
+    breaker_window_s: float = Field(default=30.0, validation_alias="LLM_BREAKER_WINDOW_S")
+    breaker_open_s: float = Field(default=20.0, validation_alias="LLM_BREAKER_OPEN_S",
+                                  description="how long an open breaker waits before one half-open probe")
+
     cache_ttl_s: int = Field(default=3600, validation_alias="LLM_CACHE_TTL_S")
+    cache_nondeterministic_tenants: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), validation_alias="LLM_CACHE_NONDETERMINISTIC_TENANTS",
+        description="comma-separated tenants whose temperature > 0 answers are cached too")
+    cache_lock_ttl_s: float = Field(default=60.0, validation_alias="LLM_CACHE_LOCK_TTL_S",
+                                    description="single flight: how long identical misses wait for the leader")
     default_max_tokens: int = Field(default=512, validation_alias="LLM_DEFAULT_MAX_TOKENS")
     prices_per_million: dict[str, tuple[float, float]] = Field(
         default={"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60),
@@ -90,3 +124,22 @@ class LlmSettings(CommonSettings):
         validation_alias="LLM_PRICES_PER_MILLION",
         description="USD per million (prompt, completion) tokens by model, as JSON",
     )
+
+    usage_batch_size: int = Field(default=200, ge=1, validation_alias="LLM_USAGE_BATCH_SIZE")
+    usage_flush_interval_s: float = Field(default=0.5, validation_alias="LLM_USAGE_FLUSH_INTERVAL_S")
+    usage_spool_retry_s: float = Field(default=5.0, validation_alias="LLM_USAGE_SPOOL_RETRY_S",
+                                       description="how often spooled usage events are retried")
+    budget_refresh_s: float = Field(default=10.0, validation_alias="LLM_BUDGET_REFRESH_S",
+                                    description="how long a tenant's budget row is cached")
+
+    @field_validator("cache_nondeterministic_tenants", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where usage events wait while the database is down."""
+        return self.data_dir / "spool"

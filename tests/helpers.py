@@ -74,7 +74,8 @@ class TcpProxy:
         self._server: object = None
         self._writers: set[object] = set()
 
-    async def start(self) -> TcpProxy:
+    async def start(self, port: int = 0) -> TcpProxy:
+        """Listen on `port` (0: any free one; give the old port to bring a stopped proxy back)."""
         import asyncio
 
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -92,7 +93,7 @@ class TcpProxy:
             self._writers.update({client_writer, upstream_writer})
             await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
         self.port = server.sockets[0].getsockname()[1]
         self._server = server
         return self

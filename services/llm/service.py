@@ -1,23 +1,58 @@
-"""Generation with failover, response caching and usage accounting. No FastAPI here."""
+"""Generation: response cache with single flight, budgets, failover and usage accounting. No FastAPI here.
+
+One request, in order: look the answer up in the cache (a hit costs nothing and is replayed); else join the
+single flight for its key; reserve the tenant's budget; run the provider chain (`services.llm.failover`);
+store a complete answer of the chain's first provider in the cache; queue one usage event; settle the budget.
+Both `/v1/generate` and the OpenAI-compatible API come through here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from services.llm.providers.base import Generation, Provider, ProviderError
-from services.llm.response_cache import CachedAnswer, ResponseCache, cache_key, is_cacheable
-from services.llm.storage import UsageEvent, add_usage_event
-from supportbot.contracts.llm import GenerateRequest, GenerateResponse, Usage
-from supportbot.db import transaction, utcnow
+from services.llm.accounting import UsageRecord, UsageRecorder
+from services.llm.budgets import BudgetGuard, Reservation
+from services.llm.failover import Failover, Link
+from services.llm.providers.base import GenerationOptions, Provider, SamplingParams
+from services.llm.providers.offline import split_for_streaming
+from services.llm.response_cache import CachedAnswer, Lease, ResponseCache, cache_key
+from services.llm.tokens import count_messages, count_text
+from supportbot.contracts.llm import ChatMessage, GenerateRequest, GenerateResponse, GenerationContext, Usage
+from supportbot.db import utcnow
+from supportbot.errors import NotFound
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    """One generation, whichever API it came in through."""
+
+    tenant_id: str
+    messages: list[ChatMessage]
+    params: SamplingParams
+    conversation_id: str | None = None
+    context: GenerationContext = field(default_factory=GenerationContext)
+    cache: bool = True
+    model: str | None = None
+    """Start the chain at the provider with this name or model; None: the whole chain."""
+
+    @classmethod
+    def from_generate(cls, body: GenerateRequest, *, default_max_tokens: int) -> LlmRequest:
+        params = SamplingParams(
+            temperature=body.temperature, max_tokens=body.max_tokens or default_max_tokens,
+            options=GenerationOptions(top_p=body.top_p, stop=tuple(body.stop) if body.stop else None,
+                                      seed=body.seed, presence_penalty=body.presence_penalty,
+                                      frequency_penalty=body.frequency_penalty,
+                                      tools=tuple(body.tools) if body.tools else None))
+        return cls(tenant_id=body.tenant_id, conversation_id=body.conversation_id, messages=body.messages,
+                   context=body.context, params=params, cache=body.cache)
 
 
 @dataclass
@@ -25,81 +60,226 @@ class Outcome:
     response: GenerateResponse
     cache_status: str  # hit, miss or bypass
     cache_key: str | None
+    request_id: str
+    budget_warning: str | None = None
+    finish_reason: str = "stop"
+
+
+@dataclass
+class StreamOutcome:
+    """A started stream: headers can be sent now; `pieces` yields the text; `response` is set at its end."""
+
+    cache_status: str
+    cache_key: str | None
+    request_id: str
+    provider: str
+    model: str
+    failover_reason: str | None
+    pieces: AsyncIterator[str]
+    budget_warning: str | None = None
+    response: GenerateResponse | None = None
+    finish_reason: str = "stop"
 
 
 def cost_usd(prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int) -> Decimal:
-    """Cost from the per-million price table; unknown models cost 0 and are logged once per call."""
-    price = prices.get(model) or next((p for name, p in prices.items() if model.startswith(name)), None)
+    """Cost from the per-million price table (longest matching model prefix); unknown models cost 0."""
+    price = prices.get(model)
+    if price is None:
+        matches = [name for name in prices if model.startswith(name)]
+        price = prices[max(matches, key=len)] if matches else None
     if price is None:
         return Decimal(0)
     return (Decimal(str(price[0])) * prompt + Decimal(str(price[1])) * completion) / Decimal(1_000_000)
 
 
 class Generator:
-    """Tries each provider in order; the last one (the offline responder) always answers."""
+    """Answers every request; the last provider of the chain (the offline responder) always answers."""
 
-    def __init__(self, providers: list[Provider], cache: ResponseCache,
-                 sessions: async_sessionmaker[AsyncSession], *, default_max_tokens: int,
-                 prices: dict[str, tuple[float, float]]) -> None:
-        self.providers = providers
+    def __init__(self, failover: Failover, cache: ResponseCache, recorder: UsageRecorder, budgets: BudgetGuard,
+                 *, prices: dict[str, tuple[float, float]], default_max_tokens: int,
+                 nondeterministic_tenants: frozenset[str] = frozenset()) -> None:
+        self.failover = failover
         self.cache = cache
-        self.sessions = sessions
-        self.default_max_tokens = default_max_tokens
+        self.recorder = recorder
+        self.budgets = budgets
         self.prices = prices
+        self.default_max_tokens = default_max_tokens
+        self.nondeterministic_tenants = nondeterministic_tenants
 
-    async def generate(self, request: GenerateRequest) -> Outcome:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        max_tokens = request.max_tokens or self.default_max_tokens
-        primary = self.providers[0]
-        key = (cache_key(request, model=primary.model, max_tokens=max_tokens)
-               if primary.cacheable and is_cacheable(request) else None)
-        if key and (hit := await self.cache.get(key)):
-            response = GenerateResponse(text=hit.text, usage=Usage(prompt_tokens=0, completion_tokens=0),
-                                        provider=hit.provider, model=hit.model, cached=True)
-            await self._record(request, request_id, response, started, estimated=False)
-            return Outcome(response, "hit", key)
+    @property
+    def providers(self) -> list[Provider]:
+        return [link.provider for link in self.failover.links]
 
-        reasons: list[str] = []
-        for provider in self.providers:
+    async def generate(self, request: LlmRequest) -> Outcome:
+        started, request_id = time.perf_counter(), uuid.uuid4().hex
+        chain = self._chain(request)
+        key, status = self._key(request, chain)
+        lease: Lease | None = None
+        if key:
+            joined = await self._lookup(key)
+            if isinstance(joined, CachedAnswer):
+                response = self._hit_response(joined)
+                self._record(request, request_id, response, started, estimated=False, outcome="ok")
+                return Outcome(response, "hit", key, request_id)
+            lease, status = joined, ("miss" if joined is not None else "bypass")
+        try:
+            reservation = await self._reserve(request, chain)
+            answer = await self.failover.generate(chain, request.messages, request.context, request.params)
+            generation, provider = answer.generation, answer.provider
+            prompt, completion = generation.prompt_tokens, generation.completion_tokens
+            if generation.estimated:
+                prompt, completion = count_messages(request.messages), count_text(generation.text)
+            response = GenerateResponse(text=generation.text, usage=Usage(prompt_tokens=prompt,
+                                        completion_tokens=completion), provider=provider.name,
+                                        model=generation.model, cached=False,
+                                        failover_reason="; ".join(answer.reasons) or None,
+                                        tool_calls=list(generation.tool_calls) if generation.tool_calls else None)
+            if lease is not None and provider is chain[0].provider and not generation.tool_calls:
+                await lease.finish(CachedAnswer(text=generation.text, model=generation.model,
+                                                provider=provider.name))
+        finally:
+            if lease is not None:
+                await lease.finish(None)
+        self._record(request, request_id, response, started, estimated=generation.estimated,
+                     outcome="failover" if answer.reasons else "ok")
+        await self._settle(reservation, response)
+        return Outcome(response, status, key, request_id, reservation.warning if reservation else None,
+                       generation.finish_reason)
+
+    async def stream(self, request: LlmRequest) -> StreamOutcome:
+        """Start a stream: headers are known once this returns (provider chosen, first text received)."""
+        started, request_id = time.perf_counter(), uuid.uuid4().hex
+        chain = self._chain(request)
+        key, status = self._key(request, chain)
+        lease: Lease | None = None
+        if key:
+            joined = await self._lookup(key)
+            if isinstance(joined, CachedAnswer):
+                response = self._hit_response(joined)
+                self._record(request, request_id, response, started, estimated=False, outcome="ok")
+                return StreamOutcome("hit", key, request_id, joined.provider, joined.model, None,
+                                     _replay(joined), response=response)
+            lease, status = joined, ("miss" if joined is not None else "bypass")
+        try:
+            reservation = await self._reserve(request, chain)
+            stream = await self.failover.stream(chain, request.messages, request.context, request.params)
+        except BaseException:
+            if lease is not None:
+                await lease.finish(None)
+            raise
+        outcome = StreamOutcome(status, key, request_id, stream.provider.name,
+                                stream.first.model or stream.provider.model, "; ".join(stream.reasons) or None,
+                                pieces=_empty(), budget_warning=reservation.warning if reservation else None)
+
+        async def relay() -> AsyncIterator[str]:
+            pieces: list[str] = []
+            usage = None
+            disconnected = True
             try:
-                generation = await provider.generate(request.messages, request.context,
-                                                     temperature=request.temperature, max_tokens=max_tokens)
-            except ProviderError as exc:
-                reasons.append(f"{provider.name}: {exc.reason}")
-                log.warning("provider failed, failing over", extra={"supportbot.provider": provider.name,
-                                                                    "supportbot.reason": exc.reason})
-                continue
-            response = self._response(provider, generation, reasons)
-            if key and provider is primary:
-                await self.cache.put(key, CachedAnswer(text=generation.text, model=generation.model,
-                                                       provider=provider.name))
-            await self._record(request, request_id, response, started, estimated=generation.estimated)
-            return Outcome(response, "miss" if key else "bypass", key)
-        raise RuntimeError("no provider answered; the offline responder must be last")
+                async for delta in stream.deltas():
+                    usage = delta.usage or usage
+                    outcome.model = delta.model or outcome.model
+                    outcome.finish_reason = delta.finish_reason or outcome.finish_reason
+                    if delta.text:
+                        pieces.append(delta.text)
+                        yield delta.text
+                disconnected = False
+            finally:
+                text = "".join(pieces)
+                complete = not disconnected and stream.cut_reason is None
+                estimated = usage is None or not complete
+                prompt = usage.prompt_tokens if usage and not estimated else count_messages(request.messages)
+                completion = usage.completion_tokens if usage and not estimated else count_text(text)
+                if usage and not complete:  # a provider that reported usage then broke: keep what it said
+                    prompt, completion = usage.prompt_tokens, max(usage.completion_tokens, count_text(text))
+                outcome.response = GenerateResponse(
+                    text=text, usage=Usage(prompt_tokens=prompt, completion_tokens=completion),
+                    provider=outcome.provider, model=outcome.model, cached=False,
+                    failover_reason=outcome.failover_reason)
+                label = ("client_disconnected" if disconnected else "stream_cut" if stream.cut_reason
+                         else "failover" if stream.reasons else "ok")
+                if not complete:  # OpenAI has no "cut" reason; "length" tells clients the text is truncated
+                    outcome.finish_reason = "length"
+                self._record(request, request_id, outcome.response, started, estimated=estimated, outcome=label)
+                await asyncio.shield(self._finish_stream(lease, reservation, outcome.response, pieces,
+                                                         cacheable=complete and stream.provider is chain[0].provider))
+
+        outcome.pieces = relay()
+        return outcome
+
+    async def _finish_stream(self, lease: Lease | None, reservation: Reservation | None,
+                             response: GenerateResponse, pieces: list[str], *, cacheable: bool) -> None:
+        if lease is not None:
+            answer = CachedAnswer(text=response.text, model=response.model, provider=response.provider,
+                                  chunks=pieces)
+            await lease.finish(answer if cacheable else None)
+        await self._settle(reservation, response)
+
+    def _chain(self, request: LlmRequest) -> list[Link]:
+        try:
+            return self.failover.chain(request.model)
+        except LookupError:
+            raise NotFound(f"model {request.model!r} is not served here; see GET /v1/models",
+                           field="model") from None
+
+    def _key(self, request: LlmRequest, chain: list[Link]) -> tuple[str | None, str]:
+        primary = chain[0].provider
+        deterministic = request.params.temperature == 0.0 or request.tenant_id in self.nondeterministic_tenants
+        if not (request.cache and deterministic and primary.cacheable):
+            return None, "bypass"
+        return cache_key(tenant_id=request.tenant_id, model=primary.model, messages=request.messages,
+                         params=request.params, context=request.context), "miss"
+
+    async def _lookup(self, key: str) -> CachedAnswer | Lease | None:
+        """A cached answer, a lease to fill the key, or None when the cache is down (bypass)."""
+        if (hit := await self.cache.get(key)) is not None:
+            return hit
+        if not self.cache.available:
+            return None
+        return await self.cache.join(key)
+
+    async def _reserve(self, request: LlmRequest, chain: list[Link]) -> Reservation | None:
+        budget = await self.budgets.budget(request.tenant_id)
+        if budget is None:
+            return None
+        prompt = count_messages(request.messages)
+        model = chain[0].provider.model
+        return await self.budgets.reserve(
+            request.tenant_id, tokens=prompt + request.params.max_tokens,
+            cost_usd=cost_usd(self.prices, model, prompt, request.params.max_tokens))
+
+    async def _settle(self, reservation: Reservation | None, response: GenerateResponse) -> None:
+        if reservation is None:
+            return
+        usage = response.usage
+        await self.budgets.settle(reservation, tokens=usage.prompt_tokens + usage.completion_tokens,
+                                  cost_usd=cost_usd(self.prices, response.model, usage.prompt_tokens,
+                                                    usage.completion_tokens))
 
     @staticmethod
-    def _response(provider: Provider, generation: Generation, reasons: list[str]) -> GenerateResponse:
-        return GenerateResponse(
-            text=generation.text,
-            usage=Usage(prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens),
-            provider=provider.name, model=generation.model, cached=False,
-            failover_reason="; ".join(reasons) or None,
-        )
+    def _hit_response(hit: CachedAnswer) -> GenerateResponse:
+        return GenerateResponse(text=hit.text, usage=Usage(prompt_tokens=0, completion_tokens=0),
+                                provider=hit.provider, model=hit.model, cached=True)
 
-    async def _record(self, request: GenerateRequest, request_id: str, response: GenerateResponse,
-                      started: float, *, estimated: bool) -> None:
-        event = UsageEvent(
+    def _record(self, request: LlmRequest, request_id: str, response: GenerateResponse, started: float, *,
+                estimated: bool, outcome: str) -> None:
+        usage = response.usage
+        self.recorder.record(UsageRecord(
             tenant_id=request.tenant_id, conversation_id=request.conversation_id, request_id=request_id,
-            provider=response.provider, model=response.model,
-            prompt_tokens=response.usage.prompt_tokens, completion_tokens=response.usage.completion_tokens,
-            cost_usd=cost_usd(self.prices, response.model, response.usage.prompt_tokens,
-                              response.usage.completion_tokens),
+            provider=response.provider, model=response.model, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost_usd(self.prices, response.model, usage.prompt_tokens, usage.completion_tokens),
             cached=response.cached, estimated=estimated, latency_ms=(time.perf_counter() - started) * 1000,
-            outcome="failover" if response.failover_reason else "ok", created_at=utcnow(),
-        )
-        try:
-            async with transaction(self.sessions) as session:
-                await add_usage_event(session, event)
-        except SQLAlchemyError as exc:
-            log.error("could not record a usage event", extra={"supportbot.error": type(exc).__name__})
+            outcome=outcome, created_at=utcnow()))
+
+
+async def _replay(hit: CachedAnswer) -> AsyncIterator[str]:
+    """A cached answer as a stream: the chunks it was streamed in, or a few words at a time."""
+    for piece in hit.chunks or split_for_streaming(hit.text):
+        yield piece
+        await asyncio.sleep(0)
+
+
+async def _empty() -> AsyncIterator[str]:
+    return
+    yield

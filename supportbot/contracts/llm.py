@@ -1,17 +1,64 @@
-"""llm service contract: `POST /v1/generate`."""
+"""llm service contract for internal callers: `POST /v1/generate`.
+
+With `stream: true` the answer is Server-Sent Events: `data: {"delta": "..."}` per piece of text, then one
+`data: {"response": GenerateResponse}` with usage, provider and cache status, then `data: [DONE]`.
+The OpenAI-compatible API (`/v1/chat/completions`) is modelled in `services/llm/protocol.py`.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from supportbot.contracts.common import ConversationId, Source, StrictModel, TenantId
 
 
+class ToolFunction(StrictModel):
+    """A function the model may call (OpenAI function calling); `parameters` is its JSON Schema."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolSpec(StrictModel):
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str
+    """JSON text, as the model wrote it (may be invalid: the caller validates)."""
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(StrictModel):
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1, max_length=32_000)
+    """A chat message. An assistant message may carry `tool_calls` instead of text; a `tool` message answers
+    one of them (`tool_call_id`)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field(default=None, min_length=1, max_length=32_000)
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        return self
+
+    @property
+    def text(self) -> str:
+        return self.content or ""
 
 
 class GenerationContext(StrictModel):
@@ -29,7 +76,16 @@ class GenerateRequest(StrictModel):
     context: GenerationContext = Field(default_factory=GenerationContext)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: list[str] | None = Field(default=None, max_length=4)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    tools: list[ToolSpec] | None = Field(default=None, max_length=64)
+    """Functions the model may call; the answer then may hold `tool_calls` instead of text (not streamed)."""
+    stream: bool = False
     cache: bool = True
+    """False skips the response cache for this request (no read, no write)."""
 
 
 class Usage(BaseModel):
@@ -44,3 +100,11 @@ class GenerateResponse(BaseModel):
     model: str
     cached: bool
     failover_reason: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class GenerateStreamEvent(BaseModel):
+    """One SSE event of a streamed `/v1/generate`: a piece of text, or the final summary."""
+
+    delta: str | None = None
+    response: GenerateResponse | None = None

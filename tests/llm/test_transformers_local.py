@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,40 @@ async def test_cuda_bf16(tiny_model: Path) -> None:
         await provider.aclose()
     assert provider.device == "cuda" and provider.lm.dtype == torch.bfloat16
     assert generation.completion_tokens > 0
+
+
+async def test_stream_yields_pieces_then_exact_usage(tiny_model: Path) -> None:
+    provider = TransformersProvider(tiny_model, device="cpu")
+    try:
+        whole = await provider.generate(ask("hello"), GenerationContext(), temperature=0.0, max_tokens=8)
+        deltas = [d async for d in provider.stream(ask("hello"), GenerationContext(), temperature=0.0, max_tokens=8)]
+    finally:
+        await provider.aclose()
+    assert "".join(d.text for d in deltas) == whole.text
+    assert len([d for d in deltas if d.text]) >= 1
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == whole.completion_tokens
+
+
+async def test_llm_service_fails_over_to_the_in_process_model(tiny_model: Path, sqlite_url: str, data_dir: Path,
+                                                              fake_openai: Any) -> None:
+    """LOCAL_LLM_MODEL_PATH puts the model in the chain: when OpenAI fails, it answers, not the offline one."""
+    import httpx
+
+    from services.llm.app import create_app
+    from supportbot.settings import LlmSettings
+    from tests.stack import running
+
+    fake_openai.fault = "500"
+    settings = LlmSettings(database_url=sqlite_url, data_dir=data_dir, openai_api_key="sk-test",
+                           openai_base_url=fake_openai.base_url, openai_max_retries=0,
+                           local_llm_model_path=tiny_model, local_llm_device="cpu")
+    app = create_app(settings)
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm") as c:
+        response = await c.post("/v1/generate", json={
+            "tenant_id": "demo", "messages": [{"role": "user", "content": "where is my order?"}],
+            "temperature": 0, "max_tokens": 6})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["provider"] == "transformers" and body["model"] == tiny_model.name
+    assert "openai" in body["failover_reason"]
+    assert 0 < body["usage"]["completion_tokens"] <= 6

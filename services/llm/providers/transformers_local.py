@@ -2,18 +2,20 @@
 
 CUDA with bf16 when a GPU is present, CPU (float32) otherwise. Concurrent requests are batched dynamically
 (`DynamicBatcher`): one left-padded `generate` call serves a whole batch instead of one call per request.
-Token counts come from the model's own tokenizer, so they are exact.
+Token counts come from the model's own tokenizer, so they are exact. Streaming yields the batched answer in
+word-sized pieces once it is generated (batching and token-by-token streaming exclude each other here);
+`top_p`, `stop` and tools are not supported and are ignored, as the provider interface allows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.llm.providers.base import Generation, ProviderError
+from services.llm.providers.base import NO_OPTIONS, Delta, Generation, GenerationOptions, ProviderError, TokenUsage
 from services.llm.providers.batching import DynamicBatcher
 from supportbot.contracts.llm import ChatMessage, GenerationContext
 
@@ -64,7 +66,7 @@ class TransformersProvider:
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The model's chat template when it has one, else a plain role-prefixed transcript."""
-        turns = [m.model_dump() for m in messages]
+        turns = [{"role": m.role, "content": m.content or ""} for m in messages]
         if getattr(self.tokenizer, "chat_template", None):
             return str(self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
         return "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
@@ -93,7 +95,7 @@ class TransformersProvider:
         return results
 
     async def generate(self, messages: list[ChatMessage], context: GenerationContext, *,
-                       temperature: float, max_tokens: int) -> Generation:
+                       temperature: float, max_tokens: int, options: GenerationOptions = NO_OPTIONS) -> Generation:
         try:
             result = await self.batcher.submit(_Request(self.render(messages), temperature, max_tokens))
         except (RuntimeError, ValueError) as exc:  # CUDA OOM, bad inputs: let the next provider answer
@@ -102,6 +104,15 @@ class TransformersProvider:
             raise ProviderError("empty_response", "local model produced no text")
         return Generation(text=result.text, prompt_tokens=result.prompt_tokens,
                           completion_tokens=result.completion_tokens, model=self.model)
+
+    async def stream(self, messages: list[ChatMessage], context: GenerationContext, *, temperature: float,
+                     max_tokens: int, options: GenerationOptions = NO_OPTIONS) -> AsyncIterator[Delta]:
+        generation = await self.generate(messages, context, temperature=temperature, max_tokens=max_tokens)
+        words = generation.text.split(" ")
+        for index, word in enumerate(words):
+            yield Delta(text=word if index == 0 else " " + word, model=self.model)
+        yield Delta(usage=TokenUsage(generation.prompt_tokens, generation.completion_tokens), model=self.model,
+                    finish_reason="stop")
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

@@ -1,0 +1,182 @@
+"""The one place providers are tried in order: retries with backoff, circuit breakers, failover.
+
+For each provider in the chain: skip it while its breaker is open; otherwise call it, retrying retryable
+failures (429, 5xx, timeouts, broken or garbage answers) with full-jitter exponential backoff that honours
+`Retry-After` — a provider asking for a longer wait than `retry_max_wait_s` is failed over at once. A stream
+counts as started at its first piece of text: failures before it are retried and failed over transparently;
+a failure after it ends the stream cleanly and is reported in `StartedStream.cut_reason`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from services.llm.breaker import CircuitBreaker
+from services.llm.providers.base import Delta, Generation, Provider, ProviderError, SamplingParams
+from supportbot.contracts.llm import ChatMessage, GenerationContext
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    base_s: float
+    max_wait_s: float
+
+    def wait(self, state: RetryCallState) -> float:
+        """Full jitter: uniform(0, base * 2^attempt), capped; never shorter than the provider's Retry-After."""
+        backoff = random.uniform(0, min(self.max_wait_s, self.base_s * 2 ** (state.attempt_number - 1)))
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else 0.0
+        return max(backoff, retry_after)
+
+    def should_retry(self, exc: BaseException) -> bool:
+        return (isinstance(exc, ProviderError) and exc.retryable
+                and (exc.retry_after is None or exc.retry_after <= self.max_wait_s))
+
+    async def call(self, attempt: Callable[[], Awaitable[T]], provider: str) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("retrying provider", extra={"supportbot.provider": provider,
+                                                 "supportbot.reason": getattr(exc, "reason", None),
+                                                 "supportbot.attempt": state.attempt_number})
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=self.wait,
+                                 retry=retry_if_exception(self.should_retry), before_sleep=before_sleep,
+                                 reraise=True)
+        async def once() -> T:
+            return await attempt()
+
+        return await retrying(once)
+
+
+@dataclass
+class Link:
+    """A provider in the chain with its breaker and retry policy."""
+
+    provider: Provider
+    breaker: CircuitBreaker
+    retry: RetryPolicy
+
+
+@dataclass
+class Answer:
+    provider: Provider
+    generation: Generation
+    reasons: list[str]
+
+
+@dataclass
+class StartedStream:
+    """A stream that has produced its first text; iterate `deltas()` for the rest (first one included)."""
+
+    provider: Provider
+    reasons: list[str]
+    link: Link
+    first: Delta
+    rest: AsyncIterator[Delta]
+    cut_reason: str | None = None
+    _done: bool = field(default=False, repr=False)
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        yield self.first
+        try:
+            async for delta in self.rest:
+                yield delta
+        except ProviderError as exc:
+            self.cut_reason = exc.reason
+            log.warning("stream cut after its first token", extra={"supportbot.provider": self.provider.name,
+                                                                    "supportbot.reason": exc.reason})
+            if exc.breaker:
+                await self.link.breaker.failure()
+            return
+        finally:
+            await _aclose(self.rest)
+        await self.link.breaker.success()
+
+
+class Failover:
+    """Runs a request down a chain of providers; the last (the offline responder) must always answer."""
+
+    def __init__(self, links: list[Link]) -> None:
+        self.links = links
+
+    def chain(self, model: str | None) -> list[Link]:
+        """The chain starting at the provider whose name or model is `model` (the whole chain for None)."""
+        if model is None:
+            return self.links
+        for index, link in enumerate(self.links):
+            if model in (link.provider.name, link.provider.model):
+                return self.links[index:]
+        raise LookupError(model)
+
+    async def generate(self, chain: list[Link], messages: list[ChatMessage], context: GenerationContext,
+                       params: SamplingParams) -> Answer:
+        reasons: list[str] = []
+        for link in chain:
+            provider = link.provider
+            if not await link.breaker.allow():
+                reasons.append(f"{provider.name}: circuit_open")
+                continue
+            try:
+                generation = await link.retry.call(lambda: provider.generate(
+                    messages, context, temperature=params.temperature, max_tokens=params.max_tokens,
+                    options=params.options),
+                                                   provider.name)
+            except ProviderError as exc:
+                await self._failed(link, exc, reasons)
+                continue
+            await link.breaker.success()
+            return Answer(provider, generation, reasons)
+        raise RuntimeError("no provider answered; the offline responder must be last")
+
+    async def stream(self, chain: list[Link], messages: list[ChatMessage], context: GenerationContext,
+                     params: SamplingParams) -> StartedStream:
+        reasons: list[str] = []
+        for link in chain:
+            provider = link.provider
+            if not await link.breaker.allow():
+                reasons.append(f"{provider.name}: circuit_open")
+                continue
+
+            async def start(provider: Provider = provider) -> tuple[Delta, AsyncIterator[Delta]]:
+                deltas = provider.stream(messages, context, temperature=params.temperature,
+                                         max_tokens=params.max_tokens, options=params.options).__aiter__()
+                try:
+                    async for delta in deltas:
+                        if delta.text:
+                            return delta, deltas
+                except BaseException:
+                    await _aclose(deltas)
+                    raise
+                raise ProviderError("empty_response", "stream ended before any text", retryable=True)
+
+            try:
+                first, rest = await link.retry.call(start, provider.name)
+            except ProviderError as exc:
+                await self._failed(link, exc, reasons)
+                continue
+            return StartedStream(provider, reasons, link, first, rest)
+        raise RuntimeError("no provider answered; the offline responder must be last")
+
+    @staticmethod
+    async def _failed(link: Link, exc: ProviderError, reasons: list[str]) -> None:
+        reasons.append(f"{link.provider.name}: {exc.reason}")
+        log.warning("provider failed, failing over", extra={"supportbot.provider": link.provider.name,
+                                                            "supportbot.reason": exc.reason})
+        if exc.breaker:
+            await link.breaker.failure()
+
+
+async def _aclose(iterator: AsyncIterator[Delta]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
