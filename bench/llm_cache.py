@@ -26,18 +26,21 @@ import httpx
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
+MASTER_KEY = "sk-bench-master-key-0123456789abcdef"  # LiteLLM refuses to start without one; ours ignores it
 BODY = {"model": "gpt-4o-mini", "temperature": 0,
         "messages": [{"role": "user", "content": "How long does standard shipping take?"}]}
 HIT_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Supportbot-Tenant"] = "bench"
+wrk.headers["Authorization"] = "Bearer %s"
 wrk.body = '%s'
 """
 MISS_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Supportbot-Tenant"] = "bench"
+wrk.headers["Authorization"] = "Bearer %s"
 counter = 0
 request = function()
   counter = counter + 1
@@ -122,7 +125,8 @@ def main() -> None:
                 "type": "redis", "host": "127.0.0.1", "port": 6379, "db": args.redis_db}},
         }))
         theirs = subprocess.Popen([args.litellm, "--config", str(config), "--port", str(theirs_port),
-                                   "--num_workers", "1"], env={**os.environ, "LITELLM_LOG": "ERROR"},
+                                   "--num_workers", "1"],
+                                  env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": MASTER_KEY},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(theirs)
         wait_ready(f"http://127.0.0.1:{ours_port}/healthz", ours)
@@ -131,10 +135,11 @@ def main() -> None:
         for name, port, path in (("supportbot llm", ours_port, "/v1/chat/completions"),
                                  ("LiteLLM proxy", theirs_port, "/chat/completions")):
             url = f"http://127.0.0.1:{port}{path}"
-            warm = httpx.post(url, json=BODY, headers={"X-Supportbot-Tenant": "bench"}, timeout=30)
+            warm = httpx.post(url, json=BODY, timeout=30, headers={"X-Supportbot-Tenant": "bench",
+                                                                   "Authorization": f"Bearer {MASTER_KEY}"})
             warm.raise_for_status()
-            hit = run_wrk(url, HIT_LUA % json.dumps(BODY), args.connections, args.seconds)
-            miss = run_wrk(url, MISS_LUA, args.connections, args.seconds)
+            hit = run_wrk(url, HIT_LUA % (MASTER_KEY, json.dumps(BODY)), args.connections, args.seconds)
+            miss = run_wrk(url, MISS_LUA % MASTER_KEY, args.connections, args.seconds)
             results[name] = (hit, miss)
         print(f"{args.connections} connections, {args.seconds} s per run, one worker each, Redis cache, "
               "same loopback upstream")
