@@ -52,8 +52,10 @@ async def insert_usage_events(session: AsyncSession, rows: Sequence[dict[str, An
         return
     dialect = session.bind.dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(UsageEvent).values(list(rows)).on_conflict_do_nothing(index_elements=["request_id"])
-    await session.execute(statement)
+    # executemany with one cached statement: a multi-VALUES literal would be compiled anew for every batch,
+    # on the event loop's thread, and stall the requests being served meanwhile.
+    statement = module.insert(UsageEvent).on_conflict_do_nothing(index_elements=["request_id"])
+    await session.execute(statement, list(rows))
 
 
 async def month_to_date(session: AsyncSession, tenant_id: str, since: datetime) -> tuple[int, Decimal]:
