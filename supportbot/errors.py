@@ -5,6 +5,7 @@
      ├── Unauthorized          401 unauthorized
      ├── NotFound              404 not_found
      ├── Conflict              409 conflict
+     ├── ServiceUnavailable    503 unavailable             (this service lacks a component it needs)
      ├── BudgetExceeded        429 budget_exceeded         (a tenant's hard monthly budget; `field` names it)
      └── DownstreamError       503 downstream_unavailable  (a service we call is down or broken)
           └── DownstreamTimeout 504 downstream_timeout
@@ -80,6 +81,13 @@ class BudgetExceeded(SupportbotError):
 
     status_code = 429
     error_type = "budget_exceeded"
+
+
+class ServiceUnavailable(SupportbotError):
+    """This service cannot do the request now (a component it needs is missing or down)."""
+
+    status_code = 503
+    error_type = "unavailable"
 
 
 class DownstreamError(SupportbotError):

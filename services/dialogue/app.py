@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.dialogue.flows import ConfigLibrary
-from services.dialogue.kb import KnowledgeLibrary
+from services.dialogue.kb import Embedder, KnowledgeLibrary
 from services.dialogue.knowledge import KnowledgeBase
 from services.dialogue.routes import router
 from services.dialogue.service import DialogueService
@@ -43,7 +43,7 @@ def create_app(settings: DialogueSettings | None = None,
         tool_client = httpx.AsyncClient(transport=transports.get("tools"), follow_redirects=False)
         instrument_client(tool_client)
         app.state.dialogue = DialogueService(
-            sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge),
+            sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(nlp)),
             configs=ConfigLibrary(settings.data_dir), state=StateStore(cache, ttl_s=settings.state_ttl_s),
             tools=ToolRunner(tool_client), settings=settings)
         app.state.readiness_checks = {"database": lambda: ping(engine), "nlp": nlp.ping, "llm": llm.ping}

@@ -6,12 +6,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dialogue import storage
 from services.dialogue.ingest import collect_files, parse_document
 from services.dialogue.knowledge import KnowledgeBase, Passage
+from supportbot.contracts.nlp import EmbedRequest, EmbedResponse
 from supportbot.db import transaction
+from supportbot.errors import SupportbotError
+from supportbot.http import ServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +41,58 @@ async def ingest(sessions: async_sessionmaker[AsyncSession], *, tenant_id: str, 
     return report
 
 
+class Embedder:
+    """Sentence embeddings from the nlp service (`POST /v1/embed`); None when it cannot give them."""
+
+    batch = 128
+
+    def __init__(self, nlp: ServiceClient) -> None:
+        self.nlp = nlp
+
+    async def __call__(self, texts: list[str]) -> np.ndarray | None:
+        vectors: list[list[float]] = []
+        try:
+            for start in range(0, len(texts), self.batch):
+                response = await self.nlp.post("/v1/embed", EmbedRequest(texts=texts[start:start + self.batch]),
+                                               EmbedResponse)
+                vectors.extend(response.vectors)
+        except SupportbotError as exc:
+            log.warning("embeddings unavailable, knowledge search is lexical only: %s", exc.message)
+            return None
+        return np.asarray(vectors, dtype=np.float32)
+
+
 class KnowledgeLibrary:
     """The index for a tenant: its ingested documents, or the shipped default while it has none.
 
     Every lookup asks the database for the tenant's knowledge version (one indexed aggregate), so an
-    ingestion is picked up by every running replica on the next turn.
+    ingestion is picked up by every running replica on the next turn. Passages are embedded (through the
+    nlp service) once per index version; if that fails the index stays lexical and embedding is retried.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], default: KnowledgeBase) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], default: KnowledgeBase,
+                 embedder: Embedder | None = None) -> None:
         self.sessions = sessions
         self.default = default
+        self.embedder = embedder
         self._indexes: dict[str, tuple[tuple[int, str | None], KnowledgeBase]] = {}
 
     async def for_tenant(self, tenant_id: str) -> KnowledgeBase:
         async with self.sessions() as session:
             version = await storage.knowledge_version(session, tenant_id=tenant_id)
             if version[0] == 0:
-                return self.default
+                return await self._embedded(self.default)
             cached = self._indexes.get(tenant_id)
             if cached is not None and cached[0] == version:
-                return cached[1]
+                return await self._embedded(cached[1])
             chunks = await storage.knowledge_chunks(session, tenant_id=tenant_id)
         index = KnowledgeBase([Passage(title, path, text) for title, path, text in chunks])
-        self._indexes[tenant_id] = (version, index)
+        self._indexes[tenant_id] = (version, await self._embedded(index))
         log.info("knowledge base loaded", extra={"supportbot.tenant_id": tenant_id,
                                                  "supportbot.passages": len(index.passages)})
+        return index
+
+    async def _embedded(self, index: KnowledgeBase) -> KnowledgeBase:
+        if index.vectors is None and self.embedder is not None and index.passages:
+            index.vectors = await self.embedder(index.embed_texts())
         return index

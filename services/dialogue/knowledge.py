@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -79,10 +81,14 @@ class KnowledgeBase:
     so one shared word does not make an unrelated passage an "answer".
     """
 
-    def __init__(self, passages: list[Passage], *, min_score: float = 1.0, min_coverage: float = 0.5) -> None:
+    def __init__(self, passages: list[Passage], *, min_score: float = 1.0, min_coverage: float = 0.5,
+                 min_similarity: float = 0.5) -> None:
         self.passages = passages
         self.min_score = min_score
         self.min_coverage = min_coverage
+        self.min_similarity = min_similarity
+        self.vectors: np.ndarray | None = None
+        """Sentence embeddings of the passages (L2-normalised rows), once `embed_texts` has been used."""
         self._tokens = [set(tokenize(p.title + " " + p.text)) for p in passages]
         self._index = BM25Okapi([tokenize(p.title + " " + p.text) for p in passages]) if passages else None
 
@@ -100,17 +106,32 @@ class KnowledgeBase:
             passages.extend(split_markdown(path.read_text(encoding="utf-8"), path.relative_to(directory).as_posix()))
         return cls(passages)
 
-    def search(self, query: str, k: int = 3) -> list[Source]:
-        """The best `k` passages scoring at least `min_score`; empty when nothing is relevant."""
-        tokens = tokenize(query)
-        if self._index is None or not tokens:
+    def embed_texts(self) -> list[str]:
+        """What to embed for semantic search, one text per passage."""
+        return [f"{p.title}. {p.text}"[:1000] for p in self.passages]
+
+    def search(self, query: str, k: int = 3, query_vector: np.ndarray | None = None) -> list[Source]:
+        """The best `k` relevant passages; empty when nothing is relevant.
+
+        Relevant: lexically (BM25 score and query coverage) or, when embeddings are present, semantically
+        (cosine similarity of sentence embeddings, which catches paraphrases). Ranked by similarity plus
+        the normalised BM25 score.
+        """
+        if self._index is None:
             return []
-        scores = self._index.get_scores(tokens)
-        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:k]
+        tokens = tokenize(query)
+        scores = self._index.get_scores(tokens) if tokens else np.zeros(len(self.passages))
+        lexical = [scores[i] >= self.min_score and self._coverage(tokens, i) >= self.min_coverage
+                   for i in range(len(self.passages))]
+        similarity = (self.vectors @ query_vector if self.vectors is not None and query_vector is not None
+                      else None)
+        top = float(max(scores.max(), 1e-9))
+        combined = scores / top + (similarity if similarity is not None else 0.0)
+        relevant = [i for i in range(len(self.passages))
+                    if lexical[i] or (similarity is not None and similarity[i] >= self.min_similarity)]
+        ranked = sorted(relevant, key=lambda i: combined[i], reverse=True)[:k]
         return [Source(title=self.passages[i].title, path=self.passages[i].path,
-                       snippet=self.passages[i].text[:800], score=round(float(scores[i]), 3))
-                for i in ranked
-                if scores[i] >= self.min_score and self._coverage(tokens, i) >= self.min_coverage]
+                       snippet=self.passages[i].text[:800], score=round(float(combined[i]), 3)) for i in ranked]
 
 
 class KnowledgeRetriever(BaseRetriever):
@@ -118,12 +139,13 @@ class KnowledgeRetriever(BaseRetriever):
 
     knowledge: KnowledgeBase
     k: int = 3
+    query_vector: np.ndarray | None = None
 
     model_config = {"arbitrary_types_allowed": True}
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [Document(page_content=s.snippet, metadata={"title": s.title, "path": s.path, "score": s.score})
-                for s in self.knowledge.search(query, k=self.k)]
+                for s in self.knowledge.search(query, k=self.k, query_vector=self.query_vector)]
 
 
 def as_sources(documents: list[Document]) -> list[Source]:

@@ -182,7 +182,13 @@ class DialogueService:
             state.low_confidence_streak = 0
             return await self._continue_flow(turn, analysis, language, state, config, match[1], first=True)
 
-        retriever = KnowledgeRetriever(knowledge=await self.knowledge.for_tenant(turn.tenant_id))
+        knowledge = await self.knowledge.for_tenant(turn.tenant_id)
+        # The encoder is an English model: semantic matching only for English questions.
+        query_vector = None
+        if knowledge.vectors is not None and analysis.language == "en" and self.knowledge.embedder is not None:
+            embedded = await self.knowledge.embedder([turn.text])
+            query_vector = embedded[0] if embedded is not None else None
+        retriever = KnowledgeRetriever(knowledge=knowledge, query_vector=query_vector)
         sources = as_sources(await retriever.ainvoke(turn.text))
         state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
         if state.low_confidence_streak >= rules.low_confidence_turns:

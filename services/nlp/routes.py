@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse, PiiSpan, RedactRequest, RedactResponse
-from supportbot.errors import ErrorResponse
+from supportbot.contracts.nlp import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    EmbedRequest,
+    EmbedResponse,
+    PiiSpan,
+    RedactRequest,
+    RedactResponse,
+)
+from supportbot.errors import ErrorResponse, ServiceUnavailable
 from supportbot.pii import redact
 
 router = APIRouter(prefix="/v1", tags=["nlp"], responses={422: {"model": ErrorResponse}})
@@ -22,3 +30,15 @@ async def analyze(body: AnalyzeRequest, request: Request) -> AnalyzeResponse:
 async def redact_text(body: RedactRequest) -> RedactResponse:
     text, spans = redact(body.text)
     return RedactResponse(text=text, redactions=[PiiSpan(type=s.type, start=s.start, end=s.end) for s in spans])
+
+
+@router.post("/embed", response_model=EmbedResponse, responses={503: {"model": ErrorResponse}})
+async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+    """Sentence embeddings (L2-normalised), e.g. for semantic knowledge-base retrieval."""
+    encoder = request.app.state.analyzer.registry.encoder
+    if encoder is None:
+        raise ServiceUnavailable("the sentence encoder is not available on this nlp service")
+    texts = [text[:4000] for text in body.texts]
+    vectors = await run_in_threadpool(encoder.encode, texts)
+    return EmbedResponse(model=encoder.name, dimension=int(vectors.shape[1]),
+                         vectors=[[round(float(x), 5) for x in row] for row in vectors])

@@ -52,3 +52,13 @@ class RedactRequest(StrictModel):
 class RedactResponse(BaseModel):
     text: str
     redactions: list[PiiSpan]
+
+
+class EmbedRequest(StrictModel):
+    texts: list[str] = Field(min_length=1, max_length=256)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dimension: int
+    vectors: list[list[float]]

@@ -79,3 +79,19 @@ def test_ingest_reports_bad_input(tmp_path: Path) -> None:
     pdf = subprocess.run([sys.executable, "-m", "supportbot.cli", "kb", "ingest", "--tenant", "demo",
                           str(tmp_path / "x.pdf")], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert pdf.returncode == 2 and "unsupported" in pdf.stderr
+
+
+async def test_paraphrases_are_found_by_embeddings(sqlite_url: str, data_dir: Path, model_cache_dir: Path) -> None:
+    """Questions that share no useful word with their help-center passage are still answered from it."""
+    from services.dialogue.knowledge import KnowledgeBase, tokenize
+    from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
+
+    lexical_only = KnowledgeBase.from_directory(DEFAULT_KNOWLEDGE_DIR)
+    question = "My discount code does not work"
+    assert not any(s.path == "payments-and-invoices.md" for s in lexical_only.search(question)), tokenize(question)
+    async with in_process_stack(database_url=sqlite_url, data_dir=data_dir, model_dir=model_cache_dir) as stack:
+        conversation_id = await stack.new_conversation()
+        found = await stack.say(conversation_id, question)
+        unknown = await stack.say(conversation_id, "What is the capital of Mongolia?")
+    assert found["sources"][0]["path"] == "payments-and-invoices.md"
+    assert unknown["sources"] == []

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from services.nlp.app import create_app
@@ -92,3 +93,16 @@ async def test_tenant_model_is_served_when_present(client: httpx.AsyncClient, mo
         shutil.rmtree(model_cache_dir / "models" / "tenants" / "acme")
     assert theirs["intent"]["name"] == "teleport" and theirs["model"] == "acme-model"
     assert default["model"] == "default"
+
+
+async def test_embed_returns_normalised_sentence_vectors(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/embed", json={"texts": [
+        "My discount code does not work", "The promo code is rejected at checkout", "What is the capital of Mongolia?"]})
+    assert response.status_code == 200
+    body = response.json()
+    vectors = [np.asarray(v) for v in body["vectors"]]
+    assert body["dimension"] == 384 and len(vectors) == 3
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-3 for v in vectors)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    empty = await client.post("/v1/embed", json={"texts": []})
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "texts"
