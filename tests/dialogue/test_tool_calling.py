@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
 
-from tests.dialogue.test_flows import OrderApi
+from tests.dialogue.conftest import OrderApi
 from tests.fake_openai import ServerThread
 from tests.stack import in_process_stack
 
@@ -45,14 +44,6 @@ class ToolCallingModel:
                     "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}}
 
         return app
-
-
-@pytest.fixture
-def order_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[OrderApi]:
-    api = OrderApi()
-    with ServerThread(api.app()) as server:
-        monkeypatch.setenv("ORDER_API_URL", f"http://127.0.0.1:{server.port}")
-        yield api
 
 
 def tools_only_config(data_dir: Path) -> None:

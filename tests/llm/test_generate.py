@@ -9,13 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from services.llm.app import create_app
-from services.llm.storage import UsageEvent
-from supportbot.db import make_async_engine, session_factory
 from supportbot.settings import LlmSettings
 from tests.fake_openai import FakeOpenAI
+from tests.llm.support import usage_rows
 from tests.stack import running
 
 pytestmark = pytest.mark.anyio
@@ -32,15 +30,6 @@ async def llm_client(database_url: str, data_dir: Path, *, fake: FakeOpenAI | No
     async with running(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm") as client:
             yield client
-
-
-async def usage_rows(database_url: str) -> list[UsageEvent]:
-    engine = make_async_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list(await session.scalars(select(UsageEvent).order_by(UsageEvent.id)))
-    finally:
-        await engine.dispose()
 
 
 def request(text: str = "How long does shipping take?", **extra: Any) -> dict[str, Any]:
