@@ -66,6 +66,20 @@ class Outcome:
 
 
 @dataclass
+class _Begun:
+    """Where a request stands after the cache lookup."""
+
+    started: float
+    request_id: str
+    chain: list[Link]
+    key: str | None = None
+    status: str = "bypass"
+    lease: Lease | None = None
+    hit: CachedAnswer | None = None
+    hit_response: GenerateResponse | None = None
+
+
+@dataclass
 class StreamOutcome:
     """A started stream: headers can be sent now; `pieces` yields the text; `response` is set at its end."""
 
@@ -110,18 +124,27 @@ class Generator:
     def providers(self) -> list[Provider]:
         return [link.provider for link in self.failover.links]
 
-    async def generate(self, request: LlmRequest) -> Outcome:
-        started, request_id = time.perf_counter(), uuid.uuid4().hex
-        chain = self._chain(request)
-        key, status = self._key(request, chain)
-        lease: Lease | None = None
-        if key:
-            joined = await self._lookup(key)
+    async def _begin(self, request: LlmRequest) -> _Begun:
+        """Pick the chain and consult the cache: a hit (already accounted), or the lease for a miss."""
+        begun = _Begun(time.perf_counter(), uuid.uuid4().hex, self._chain(request))
+        begun.key, begun.status = self._key(request, begun.chain)
+        if begun.key:
+            joined = await self._lookup(begun.key)
             if isinstance(joined, CachedAnswer):
-                response = self._hit_response(joined)
-                self._record(request, request_id, response, started, estimated=False, outcome="ok")
-                return Outcome(response, "hit", key, request_id)
-            lease, status = joined, ("miss" if joined is not None else "bypass")
+                begun.hit = joined
+                begun.hit_response = self._hit_response(joined)
+                self._record(request, begun.request_id, begun.hit_response, begun.started, estimated=False,
+                             outcome="ok")
+            else:
+                begun.lease, begun.status = joined, ("miss" if joined is not None else "bypass")
+        return begun
+
+    async def generate(self, request: LlmRequest) -> Outcome:
+        begun = await self._begin(request)
+        started, request_id, chain, key, status, lease = (begun.started, begun.request_id, begun.chain,
+                                                          begun.key, begun.status, begun.lease)
+        if begun.hit_response is not None:
+            return Outcome(begun.hit_response, "hit", key, request_id)
         try:
             reservation = await self._reserve(request, chain)
             answer = await self.failover.generate(chain, request.messages, request.context, request.params)
@@ -148,18 +171,12 @@ class Generator:
 
     async def stream(self, request: LlmRequest) -> StreamOutcome:
         """Start a stream: headers are known once this returns (provider chosen, first text received)."""
-        started, request_id = time.perf_counter(), uuid.uuid4().hex
-        chain = self._chain(request)
-        key, status = self._key(request, chain)
-        lease: Lease | None = None
-        if key:
-            joined = await self._lookup(key)
-            if isinstance(joined, CachedAnswer):
-                response = self._hit_response(joined)
-                self._record(request, request_id, response, started, estimated=False, outcome="ok")
-                return StreamOutcome("hit", key, request_id, joined.provider, joined.model, None,
-                                     _replay(joined), response=response)
-            lease, status = joined, ("miss" if joined is not None else "bypass")
+        begun = await self._begin(request)
+        started, request_id, chain, key, status, lease = (begun.started, begun.request_id, begun.chain,
+                                                          begun.key, begun.status, begun.lease)
+        if begun.hit is not None:
+            return StreamOutcome("hit", key, request_id, begun.hit.provider, begun.hit.model, None,
+                                 _replay(begun.hit), response=begun.hit_response)
         try:
             reservation = await self._reserve(request, chain)
             stream = await self.failover.stream(chain, request.messages, request.context, request.params)
