@@ -21,8 +21,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch is only needed once, to export the nlp sentence encoder: the CPU wheel keeps the venv small.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet -e '.[all]' 'torch==2.13.0'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
