@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from gateway.routes import router
 from gateway.tenants import bootstrap_demo_tenant
 from supportbot.app import build_app
-from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
+from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
 from supportbot.settings import GatewaySettings
 
@@ -24,9 +24,7 @@ def create_app(settings: GatewaySettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.resolved_database_url
-        upgrade_database(url)
-        engine = make_async_engine(url)
+        engine = open_database(settings.resolved_database_url)
         app.state.sessions = session_factory(engine)
         if settings.bootstrap_api_key is not None:
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())

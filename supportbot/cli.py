@@ -37,11 +37,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def _prepare(settings: GatewaySettings) -> str | None:
     """Migrate the database and create tenant `demo` on first start; return a key made here."""
     from gateway.tenants import bootstrap_demo_tenant
-    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.db import open_database, session_factory
 
     url = settings.resolved_database_url
-    upgrade_database(url)
-    engine = make_async_engine(url)
+    engine = open_database(url)
     try:
         key = settings.bootstrap_api_key.get_secret_value() if settings.bootstrap_api_key else None
         return await bootstrap_demo_tenant(session_factory(engine), api_key=key)
@@ -71,14 +70,13 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     from gateway.tenants import create_tenant
-    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.db import open_database, session_factory
     from supportbot.errors import Conflict
 
     settings = GatewaySettings()
 
     async def create() -> str:
-        upgrade_database(settings.resolved_database_url)
-        engine = make_async_engine(settings.resolved_database_url)
+        engine = open_database(settings.resolved_database_url)
         try:
             return await create_tenant(session_factory(engine), tenant_id=args.tenant, name=args.name)
         finally:
@@ -135,14 +133,13 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
 def cmd_kb_ingest(args: argparse.Namespace) -> int:
     from services.dialogue.ingest import UnsupportedDocument
     from services.dialogue.kb import ingest
-    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.db import open_database, session_factory
     from supportbot.settings import DialogueSettings
 
     url = DialogueSettings().resolved_database_url
 
     async def run() -> None:
-        upgrade_database(url)
-        engine = make_async_engine(url)
+        engine = open_database(url)
         try:
             report = await ingest(session_factory(engine), tenant_id=args.tenant, paths=args.paths)
         finally:
@@ -186,12 +183,11 @@ def cmd_eval_conversations(args: argparse.Namespace) -> int:
 
 
 def _llm_sessions() -> tuple[object, object]:
-    from supportbot.db import make_async_engine, session_factory, upgrade_database
+    from supportbot.db import open_database, session_factory
     from supportbot.settings import LlmSettings
 
     url = LlmSettings().resolved_database_url
-    upgrade_database(url)
-    engine = make_async_engine(url)
+    engine = open_database(url)
     return engine, session_factory(engine)
 
 

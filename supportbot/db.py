@@ -155,3 +155,9 @@ def upgrade_database(url: str) -> None:
             command.upgrade(config, "head")
     finally:
         engine.dispose()
+
+
+def open_database(url: str) -> AsyncEngine:
+    """Migrate the schema at `url` to the newest revision, then return an asyncio engine for it."""
+    upgrade_database(url)
+    return make_async_engine(url)

@@ -17,7 +17,7 @@ from services.dialogue.state import StateStore
 from services.dialogue.tools import ToolRunner
 from supportbot.app import build_app
 from supportbot.cache import open_cache
-from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
+from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
 from supportbot.settings import DialogueSettings
@@ -32,9 +32,7 @@ def create_app(settings: DialogueSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.resolved_database_url
-        upgrade_database(url)
-        engine = make_async_engine(url)
+        engine = open_database(settings.resolved_database_url)
         nlp = service_client("nlp", settings.nlp_url, settings, transports.get("nlp"))
         llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
         sessions = session_factory(engine)

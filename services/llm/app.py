@@ -23,7 +23,7 @@ from services.llm.service import Generator
 from services.llm.tokens import encoding
 from supportbot.app import build_app
 from supportbot.cache import RedisCache, open_cache
-from supportbot.db import make_async_engine, ping, session_factory, upgrade_database
+from supportbot.db import open_database, ping, session_factory
 from supportbot.settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.resolved_database_url
-        upgrade_database(url)
-        engine = make_async_engine(url)
+        engine = open_database(settings.resolved_database_url)
         sessions = session_factory(engine)
         cache = await open_cache(settings.redis_url)
         redis = cache.client if isinstance(cache, RedisCache) else None
