@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -91,8 +92,24 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {number}")
+    return number
+
+
 def cmd_intents_train(args: argparse.Namespace) -> int:
     from services.nlp.classifier import IntentClassifier, read_examples
+    from services.nlp.encoder import EncoderUnavailable
+    from services.nlp.encoder_tuning import TuningOptions
     from supportbot.settings import NlpSettings
 
     if args.out is None and args.tenant is None:
@@ -104,11 +121,22 @@ def cmd_intents_train(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"supportbot: {exc}", file=sys.stderr)
         return 2
-    model = IntentClassifier.train(texts, labels, name=args.name or args.data.stem)
+    tuning = None
+    if args.encoder == "tuned":
+        tuning = TuningOptions() if args.epochs is None else TuningOptions(epochs=args.epochs)
+    options: dict[str, Any] = {"name": args.name or args.data.stem}
+    if args.oos_recall is not None:
+        options["out_of_scope_recall"] = args.oos_recall
+    try:
+        model = IntentClassifier.train(texts, labels, tuning=tuning, **options)
+    except EncoderUnavailable as exc:
+        print(f"supportbot: cannot fine-tune the encoder ({exc}); training on the shared one", file=sys.stderr)
+        model = IntentClassifier.train(texts, labels, **options)
     model.save(out)
     meta = model.meta
-    print(f"trained {len(set(labels))} intents on {len(texts)} examples in {meta['train_seconds']} s; "
-          f"out-of-scope threshold {model.threshold:.3f}; saved to {out}")
+    encoder = (meta.get("encoder") or {}).get("name", "none (TF-IDF only)")
+    print(f"trained {len(set(labels))} intents on {len(texts)} examples in {meta['train_seconds']} s "
+          f"(sentence encoder: {encoder}); out-of-scope threshold {model.threshold:.3f}; saved to {out}")
     return 0
 
 
@@ -314,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=None, help="model directory to write")
     train.add_argument("--tenant", default=None, help="write the tenant's model, served by the nlp service")
     train.add_argument("--name", default=None)
+    train.add_argument("--encoder", choices=("tuned", "shared"), default="tuned",
+                       help="fine-tune a sentence encoder for this model (default; needs torch, minutes on a CPU) "
+                            "or use the shared, frozen one (seconds)")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="fine-tuning epochs (default 4)")
+    train.add_argument("--oos-recall", type=_share, default=None,
+                       help="out-of-scope recall the threshold aims for on held-out rows (default 0.85)")
     train.set_defaults(func=cmd_intents_train)
     evaluate = intents.add_parser("eval", help="score a model on a text,category CSV")
     evaluate.add_argument("--model", type=Path, required=True)

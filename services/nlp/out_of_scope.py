@@ -3,9 +3,9 @@
 A threshold on the top probability alone trades in-scope accuracy against out-of-scope recall. This stage
 adds how the utterance sits among the training data: cosine to its nearest in-scope prototypes (k-means
 centres per intent, few enough to stay fast), to the predicted intent's centroid, and to the out-of-scope
-training rows. A logistic regression on those signals, trained on out-of-fold predictions, gives
-P(in scope); the threshold on it is chosen on out-of-fold scores to maximise in-scope accuracy plus
-out-of-scope recall.
+training rows. A logistic regression on those signals, trained on held-out predictions, gives
+P(in scope); the threshold on it is chosen on held-out scores: the least rejection that reaches a target
+out-of-scope recall (by default), or the best in-scope accuracy plus out-of-scope recall.
 """
 
 from __future__ import annotations
@@ -91,16 +91,18 @@ class OutOfScopeDetector:
 
     def in_scope_probability(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def choose_threshold(scores: np.ndarray, correct: np.ndarray, is_oos: np.ndarray,
-                     predicted_oos: np.ndarray) -> tuple[float, float, float]:
-    """The in-scope score below which to reject, maximising in-scope accuracy + out-of-scope recall.
+def choose_threshold(scores: np.ndarray, correct: np.ndarray, is_oos: np.ndarray, predicted_oos: np.ndarray,
+                     target_recall: float | None = None) -> tuple[float, float, float]:
+    """The in-scope score below which to reject, and the (in-scope accuracy, out-of-scope recall) it gives.
 
     `scores` are held-out in-scope scores; `correct` marks in-scope rows whose intent was right;
-    `predicted_oos` rows were already rejected by the out_of_scope class. Returns (threshold, in-scope
-    accuracy, out-of-scope recall) at that threshold. Scores are probabilities, so the threshold is in [0, 1].
+    `predicted_oos` rows were already rejected by the out_of_scope class. With `target_recall`, the threshold
+    rejects as little as reaches that out-of-scope recall (the most in-scope accuracy that keeps it);
+    without, it maximises in-scope accuracy + out-of-scope recall. Scores are probabilities, so the
+    threshold is in [0, 1].
     """
     order = np.argsort(scores, kind="stable")
     ranked = scores[order]
@@ -110,7 +112,10 @@ def choose_threshold(scores: np.ndarray, correct: np.ndarray, is_oos: np.ndarray
     n_in, n_oos = max(int((~is_oos).sum()), 1), max(int(is_oos.sum()), 1)
     accuracy = (correct.sum() - lost) / n_in
     recall = ((is_oos & predicted_oos).sum() + caught) / n_oos
-    objective = accuracy + recall
+    if target_recall is not None and is_oos.any():
+        objective = np.where(recall >= target_recall - 1e-12, accuracy, -1.0)
+    else:
+        objective = accuracy + recall
     # Every j on the first run of best values is equally good on these rows; the middle of their score gap
     # leaves the most margin on both sides for new data.
     first = int(np.argmax(objective))

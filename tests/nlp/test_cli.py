@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-TRAIN = [(f"where is my parcel {w}", "track") for w in ("now", "today", "please", "again", "asap", "team", "x", "y")]
-TRAIN += [(f"I want a refund {w}", "refund") for w in ("now", "today", "please", "again", "asap", "team", "x", "y")]
+WORDS = ("now", "today", "please", "again", "asap", "team", "x", "y", "soon", "mate", "guys", "folks")
+TRAIN = [(f"where is my parcel {w}", "track") for w in WORDS]
+TRAIN += [(f"I want a refund {w}", "refund") for w in WORDS]
 TRAIN += [(f"tell me a joke about {w}", "out_of_scope") for w in ("cats", "dogs", "cars", "rain", "sun", "tea")]
 TEST = [("where is my parcel", "track"), ("refund please", "refund"), ("a joke about birds", "out_of_scope")]
 
@@ -32,9 +33,11 @@ def supportbot(*args: str) -> subprocess.CompletedProcess[str]:
 def test_train_then_eval_json(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     trained = supportbot("intents", "train", "--data", str(write(tmp_path / "train.csv", TRAIN)),
-                         "--out", str(model_dir))
+                         "--out", str(model_dir), "--epochs", "1")
     assert trained.returncode == 0, trained.stderr
-    assert (model_dir / "meta.json").is_file()
+    assert "sentence encoder: minilm-l6-int8-tuned" in trained.stdout  # fine-tuned by default
+    meta = json.loads((model_dir / "meta.json").read_text())
+    assert meta["encoder"]["tuned"]["epochs"] == 1 and (model_dir / "encoder" / "model_int8.onnx").is_file()
     evaluated = supportbot("intents", "eval", "--model", str(model_dir), "--data",
                            str(write(tmp_path / "test.csv", TEST)), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -55,3 +58,19 @@ def test_clear_errors_for_bad_files(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "text" in bad.stderr
     no_model = supportbot("intents", "eval", "--model", str(tmp_path), "--data", str(tmp_path / "bad.csv"))
     assert no_model.returncode == 2
+
+
+def test_train_on_the_shared_encoder_replaces_a_tuned_model(tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    (model_dir / "encoder").mkdir(parents=True)  # left by an earlier, fine-tuned model
+    trained = supportbot("intents", "train", "--data", str(write(tmp_path / "train.csv", TRAIN)),
+                         "--out", str(model_dir), "--encoder", "shared")
+    assert trained.returncode == 0, trained.stderr
+    assert "sentence encoder: minilm-l6-int8)" in trained.stdout
+    assert not (model_dir / "encoder").exists()
+    zero = supportbot("intents", "train", "--data", str(tmp_path / "train.csv"), "--out", str(model_dir),
+                      "--epochs", "0")
+    assert zero.returncode == 2 and "--epochs" in zero.stderr
+    recall = supportbot("intents", "train", "--data", str(tmp_path / "train.csv"), "--out", str(model_dir),
+                        "--oos-recall", "1.5")
+    assert recall.returncode == 2 and "--oos-recall" in recall.stderr
