@@ -41,7 +41,7 @@ class ModelRegistry:
         if cached is None or cached[0] != mtime:  # retrained since we loaded it
             try:
                 cached = (mtime, IntentClassifier.load(directory, self.encoder))
-            except (OSError, ValueError, EOFError, EncoderUnavailable) as exc:  # being written, or unusable
+            except Exception as exc:  # noqa: BLE001 - half-written or foreign files fail to unpickle in many ways
                 log.warning("tenant intent model not loadable, serving the previous one: %s", exc,
                             extra={"supportbot.tenant": tenant_id})
                 return cached[1] if cached else self.default

@@ -95,6 +95,33 @@ async def test_tenant_model_is_served_when_present(client: httpx.AsyncClient, mo
     assert default["model"] == "default"
 
 
+async def test_a_tenant_model_being_rewritten_never_breaks_analysis(client: httpx.AsyncClient,
+                                                                   model_cache_dir: Path) -> None:
+    import os
+    import shutil
+
+    from services.nlp.classifier import IntentClassifier
+
+    directory = model_cache_dir / "models" / "tenants" / "globex"
+    texts = [f"beam me up {i}" for i in range(6)] + [f"warp speed now {i}" for i in range(6)]
+    IntentClassifier.train(texts, ["teleport"] * 6 + ["warp"] * 6, name="globex-model").save(directory)
+    try:
+        first = (await client.post("/v1/analyze", json={"text": "beam me up", "tenant_id": "globex"})).json()
+        (directory / "model.joblib").write_bytes(b"half a file")  # a retrain caught mid-write
+        meta = directory / "meta.json"
+        os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
+        during = await client.post("/v1/analyze", json={"text": "beam me up", "tenant_id": "globex"})
+        broken_new = model_cache_dir / "models" / "tenants" / "initech"
+        shutil.copytree(directory, broken_new)
+        fresh = await client.post("/v1/analyze", json={"text": "beam me up", "tenant_id": "initech"})
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(model_cache_dir / "models" / "tenants" / "initech", ignore_errors=True)
+    assert first["model"] == "globex-model"
+    assert during.status_code == 200 and during.json()["model"] == "globex-model"  # the one it had
+    assert fresh.status_code == 200 and fresh.json()["model"] == "default"  # nothing loadable yet
+
+
 async def test_embed_returns_normalised_sentence_vectors(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/embed", json={"texts": [
         "My discount code does not work", "The promo code is rejected at checkout", "What is the capital of Mongolia?"]})
