@@ -3,6 +3,7 @@ and travels inside the model directory."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def test_the_model_directory_carries_its_encoder(tuned: tuple[IntentClassifier, 
     assert loaded.encoder is not None and loaded.encoder.directory == moved / "encoder"
     meta = loaded.meta["encoder"]
     assert meta["name"] == TUNED_NAME and meta["path"] == "encoder"
+    choice = loaded.meta["encoder_choice"]  # both were scored on the held-out slice; tuned won
+    assert choice["tuned"] >= choice["shared"], choice
     assert meta["tuned"]["epochs"] == 4 and len(meta["tuned"]["epoch_losses"]) == 4
     assert meta["tuned"]["epoch_losses"][-1] < meta["tuned"]["epoch_losses"][0]  # it learned
     for text, _ in UNSEEN + [("what's the weather in Berlin", OUT_OF_SCOPE)]:
@@ -121,3 +124,52 @@ def test_threshold_rejects_as_little_as_reaches_the_target_recall() -> None:
     # No target: the best accuracy + recall over the same rows.
     _, accuracy, recall = choose_threshold(scores, correct, is_oos, none, target_recall=None)
     assert (accuracy, recall) == (pytest.approx(0.7), 1.0)  # all ten oos rows, for three in-scope ones
+
+
+class MeaninglessEncoder:
+    """Stands in for a tuning gone wrong: a fixed random unit vector per text, nothing learned."""
+
+    name, dimension, manifest = TUNED_NAME, 384, {"tuned": {"epochs": 0}}
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def encode_one(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+        vector = np.random.default_rng(seed).standard_normal(self.dimension)
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.encode_one(text) for text in texts])
+
+
+def test_a_tuned_encoder_that_scores_below_the_shared_one_is_not_kept(
+        shared_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import services.nlp.classifier as classifier
+
+    monkeypatch.setattr(classifier, "tune_encoder", lambda *args: MeaninglessEncoder(tmp_path))
+    # On this small set both score 1.0 on the slice; what is decided here is what a lower score leads to.
+    scores = iter([0.62, 0.91])  # the tuned encoder's slice is scored first, then the shared one's
+    monkeypatch.setattr(classifier.HeldOut, "accuracy", lambda self, labels: next(scores))
+    texts = LOST + ARRIVE + OTHER
+    labels = ["lost_card"] * len(LOST) + ["card_arrival"] * len(ARRIVE) + [OUT_OF_SCOPE] * len(OTHER)
+    model = IntentClassifier.train(texts, labels, name="cards", tuning=TuningOptions())
+    assert model.meta["encoder_choice"] == {"tuned": 0.62, "shared": 0.91}
+    assert model.meta["encoder"]["name"] == "minilm-l6-int8" and "path" not in model.meta["encoder"]
+    assert "using the shared encoder" in caplog.text
+    assert model.meta["out_of_scope_detector"] == "second_stage"  # calibrated on the same slice
+    model.save(tmp_path / "model")
+    assert not (tmp_path / "model" / "encoder").exists()
+    loaded = IntentClassifier.load(tmp_path / "model")
+    assert loaded.encoder is not None and loaded.encoder.name == "minilm-l6-int8"
+    assert loaded.predict("I lost my card").intent == "lost_card"
+
+
+def test_held_out_accuracy_counts_the_top_logit_against_each_row_label() -> None:
+    from services.nlp.classifier import HeldOut
+
+    labels = np.array(["a", "b", "a", "b", OUT_OF_SCOPE])
+    logits = np.array([[0.0, 2.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])  # columns: a, b, out_of_scope
+    held_out = HeldOut(np.array([1, 2, 4]), logits, [])
+    assert held_out.accuracy(labels) == pytest.approx(2 / 3)  # row 1 (b) right, row 2 (a) wrong, row 4 right
