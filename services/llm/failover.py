@@ -120,51 +120,47 @@ class Failover:
 
     async def generate(self, chain: list[Link], messages: list[ChatMessage], context: GenerationContext,
                        params: SamplingParams) -> Answer:
-        reasons: list[str] = []
-        for link in chain:
-            provider = link.provider
-            if not await link.breaker.allow():
-                reasons.append(f"{provider.name}: circuit_open")
-                continue
-            try:
-                generation = await link.retry.call(lambda: provider.generate(
-                    messages, context, temperature=params.temperature, max_tokens=params.max_tokens,
-                    options=params.options),
-                                                   provider.name)
-            except ProviderError as exc:
-                await self._failed(link, exc, reasons)
-                continue
-            await link.breaker.success()
-            return Answer(provider, generation, reasons)
-        raise RuntimeError("no provider answered; the offline responder must be last")
+        async def attempt(provider: Provider) -> Generation:
+            return await provider.generate(messages, context, temperature=params.temperature,
+                                           max_tokens=params.max_tokens, options=params.options)
+
+        link, generation, reasons = await self._first_to_answer(chain, attempt)
+        await link.breaker.success()
+        return Answer(link.provider, generation, reasons)
 
     async def stream(self, chain: list[Link], messages: list[ChatMessage], context: GenerationContext,
                      params: SamplingParams) -> StartedStream:
+        async def attempt(provider: Provider) -> tuple[Delta, AsyncIterator[Delta]]:
+            deltas = provider.stream(messages, context, temperature=params.temperature,
+                                     max_tokens=params.max_tokens, options=params.options).__aiter__()
+            try:
+                async for delta in deltas:
+                    if delta.text:
+                        return delta, deltas
+            except BaseException:
+                await _aclose(deltas)
+                raise
+            raise ProviderError("empty_response", "stream ended before any text", retryable=True)
+
+        # The breaker hears of success only when the stream has finished (StartedStream).
+        link, (first, rest), reasons = await self._first_to_answer(chain, attempt)
+        return StartedStream(link.provider, reasons, link, first, rest)
+
+    async def _first_to_answer(self, chain: list[Link], attempt: Callable[[Provider], Awaitable[T]],
+                               ) -> tuple[Link, T, list[str]]:
+        """The first link whose breaker lets it try and whose (retried) attempt succeeds, and why others didn't."""
         reasons: list[str] = []
         for link in chain:
             provider = link.provider
             if not await link.breaker.allow():
                 reasons.append(f"{provider.name}: circuit_open")
                 continue
-
-            async def start(provider: Provider = provider) -> tuple[Delta, AsyncIterator[Delta]]:
-                deltas = provider.stream(messages, context, temperature=params.temperature,
-                                         max_tokens=params.max_tokens, options=params.options).__aiter__()
-                try:
-                    async for delta in deltas:
-                        if delta.text:
-                            return delta, deltas
-                except BaseException:
-                    await _aclose(deltas)
-                    raise
-                raise ProviderError("empty_response", "stream ended before any text", retryable=True)
-
             try:
-                first, rest = await link.retry.call(start, provider.name)
+                result = await link.retry.call(lambda provider=provider: attempt(provider), provider.name)
             except ProviderError as exc:
                 await self._failed(link, exc, reasons)
                 continue
-            return StartedStream(provider, reasons, link, first, rest)
+            return link, result, reasons
         raise RuntimeError("no provider answered; the offline responder must be last")
 
     @staticmethod
