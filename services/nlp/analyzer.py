@@ -20,33 +20,58 @@ log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Serves a tenant's own intent model when `<models_dir>/tenants/<tenant>` holds one, else the default."""
+    """Serves a tenant's own intent model when `<models_dir>/tenants/<tenant>` holds one, else the default.
+
+    `IntentClassifier.save` writes meta.json last, so a changed meta.json means a new model to load. One that
+    fails to load (caught mid-write, or broken) is not tried again until one of its files changes; meanwhile
+    the tenant keeps the model it had, or gets the default.
+    """
 
     def __init__(self, default: IntentClassifier, models_dir: Path, encoder: SentenceEncoder | None = None) -> None:
         self.default = default
         self.models_dir = models_dir
         self.encoder = encoder
-        self._tenant_models: dict[str, tuple[float, IntentClassifier]] = {}
+        self._tenant_models: dict[str, tuple[int, IntentClassifier]] = {}  # by meta.json's mtime
+        self._unloadable: dict[str, tuple[int, ...]] = {}  # the files' signature when loading failed
 
     def for_tenant(self, tenant_id: str | None) -> IntentClassifier:
         if not tenant_id:
             return self.default
         directory = self.models_dir / "tenants" / tenant_id
-        meta = directory / "meta.json"
         try:
-            mtime = meta.stat().st_mtime
+            saved = (directory / "meta.json").stat().st_mtime_ns
         except OSError:
             return self.default
         cached = self._tenant_models.get(tenant_id)
-        if cached is None or cached[0] != mtime:  # retrained since we loaded it
-            try:
-                cached = (mtime, IntentClassifier.load(directory, self.encoder))
-            except Exception as exc:  # noqa: BLE001 - half-written or foreign files fail to unpickle in many ways
-                log.warning("tenant intent model not loadable, serving the previous one: %s", exc,
-                            extra={"supportbot.tenant": tenant_id})
-                return cached[1] if cached else self.default
-            self._tenant_models[tenant_id] = cached
-        return cached[1]
+        if cached is not None and cached[0] == saved:
+            return cached[1]
+        fallback = cached[1] if cached else self.default
+        signature = _signature(directory)
+        if self._unloadable.get(tenant_id) == signature:
+            return fallback
+        try:
+            model = IntentClassifier.load(directory, self.encoder)
+        except Exception as exc:  # noqa: BLE001 - half-written or foreign files fail to unpickle in many ways
+            log.warning("tenant intent model not loadable, serving the previous one until its files change: %s",
+                        exc, extra={"supportbot.tenant": tenant_id})
+            self._unloadable[tenant_id] = signature
+            return fallback
+        self._unloadable.pop(tenant_id, None)
+        self._tenant_models[tenant_id] = (saved, model)
+        return model
+
+
+def _signature(directory: Path) -> tuple[int, ...]:
+    """Modification times and sizes of a model directory's files (-1 for one that is missing)."""
+    facts: list[int] = []
+    for path in sorted(directory.rglob("*")):
+        try:
+            stat = path.stat()
+        except OSError:
+            facts += [-1, -1]
+            continue
+        facts += [stat.st_mtime_ns, stat.st_size]
+    return tuple(facts)
 
 
 class Analyzer:
