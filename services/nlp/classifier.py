@@ -1,7 +1,8 @@
 """Intent classifier: TF-IDF word and character n-grams plus MiniLM sentence embeddings, a logistic
 regression, and a second-stage out-of-scope detector.
 
-Character n-grams make it work on Japanese (no word segmentation needed) and robust to typos; the sentence
+Words are Japanese-aware (`services.nlp.tokens`: MeCab lemmas, so conjugated forms share a feature);
+character n-grams add robustness to typos and to words the dictionary lacks; the sentence
 embedding (`services.nlp.encoder`) brings paraphrases together. When the training data has `out_of_scope`
 rows, `services.nlp.out_of_scope` learns P(in scope) from out-of-fold predictions, and the threshold on it
 is chosen on those held-out scores. A temperature fitted on the same out-of-fold logits calibrates
@@ -36,6 +37,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from services.nlp import tokens
 from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, load_encoder
 from services.nlp.encoder_tuning import TuningOptions, tune_encoder
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 
 OUT_OF_SCOPE = "out_of_scope"
 FORMAT = 2  # of model.joblib; directories of other formats must be retrained
+# What the features are made of, in the default model's cache key: a change retrains the cached default model.
+# 2: Japanese words segmented by MeCab (`services.nlp.tokens`).
+FEATURES = 2
 EMBEDDING_WEIGHT = 2.0  # the embedding block's scale next to the unit-length TF-IDF blocks
 REGULARISATION_C = 10.0
 FOLDS = 5
@@ -105,7 +110,7 @@ class LinearModel:
     @classmethod
     def fit(cls, texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> LinearModel:
         min_df = 2 if len(texts) >= 1000 else 1  # prune one-off n-grams where there are enough examples
-        words = TfidfVectorizer(preprocessor=normalize, token_pattern=r"(?u)\b\w+\b", ngram_range=(1, 2),
+        words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None, ngram_range=(1, 2),
                                 sublinear_tf=True, min_df=min_df, dtype=np.float32)
         chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True,
                                 min_df=min_df, max_features=200_000, dtype=np.float32)
@@ -438,7 +443,7 @@ def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,
     """The default intent model, trained once from the shipped CSV and cached by its hash and the model kind."""
     if encoder is None:
         encoder = _training_encoder()
-    kind = f"format{FORMAT}:{encoder.name if encoder else 'tfidf'}".encode()
+    kind = f"format{FORMAT}:features{FEATURES}:{encoder.name if encoder else 'tfidf'}".encode()
     digest = hashlib.sha256(data.read_bytes() + kind).hexdigest()[:16]
     directory = cache_dir / f"default-{digest}"
     try:
