@@ -1,31 +1,66 @@
-"""Sentiment and frustration: VADER (its lexicon ships in the `vaderSentiment` wheel) plus a Japanese lexicon."""
+"""Sentiment and frustration: VADER (its lexicon ships in the `vaderSentiment` wheel) for English and other
+Latin-script text; for Japanese a lexicon of dictionary forms over MeCab's analysis, with negation
+("良くない", and "届かない" for what should work) and intensifiers, scored on VADER's scale."""
 
 from __future__ import annotations
 
 import math
-import re
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from services.nlp.tokens import SYMBOLS, Morpheme, morphemes
 from supportbot.contracts.nlp import Sentiment
 
-# Polarity of common Japanese customer-support words, on VADER's -4..4 valence scale.
-_JA_LEXICON: dict[str, float] = {
-    "ありがとう": 2.0, "助かり": 2.0, "嬉しい": 2.5, "うれしい": 2.5, "素晴らしい": 3.0, "最高": 3.0,
-    "満足": 2.0, "良い": 1.5, "いい": 1.0, "便利": 1.5, "感謝": 2.5, "解決": 1.5,
-    "最悪": -3.5, "ひどい": -3.0, "酷い": -3.0, "怒": -3.0, "腹が立": -3.0, "ふざけ": -3.0, "不満": -2.5,
-    "遅い": -1.5, "届かない": -1.5, "困って": -2.0, "困る": -2.0, "残念": -2.0, "壊れ": -2.0, "詐欺": -3.5,
-    "返金しろ": -2.5, "いい加減": -3.0, "二度と": -2.5, "がっかり": -2.5, "不良": -2.0, "問題": -1.0,
+# Valence of Japanese dictionary forms (MeCab lemmas), on VADER's -4..4 scale.
+_JA_VALENCE: dict[str, float] = {
+    "有り難う": 2.0, "助かる": 2.0, "嬉しい": 2.5, "素晴らしい": 3.0, "最高": 3.0, "満足": 2.0, "良い": 1.5,
+    "便利": 1.5, "感謝": 2.5, "解決": 1.5, "丁寧": 1.5, "親切": 2.0, "完璧": 3.0, "安心": 1.5, "好き": 2.0,
+    "最悪": -3.5, "酷い": -3.0, "怒る": -3.0, "ふざける": -3.0, "不満": -2.5, "遅い": -1.5, "困る": -2.0,
+    "残念": -2.0, "壊れる": -2.0, "詐欺": -3.5, "がっかり": -2.5, "不良": -2.0, "問題": -1.0, "不便": -1.5,
+    "迷惑": -2.5, "面倒": -1.5, "遅れる": -1.0, "悪い": -2.0, "嫌": -2.0, "不愉快": -3.0, "失望": -2.5,
+    "呆れる": -2.5, "うんざり": -3.0, "いらいら": -2.5, "苛々": -2.5, "不具合": -1.5, "故障": -1.5,
 }
-_JA_NEGATION = re.compile(r"(ない|ません|なかった)")
+# What a customer expects to work: negated ("届かない", "ログインできません") it is a complaint.
+_JA_EXPECTED = {"届く": -1.5, "出来る": -1.5, "動く": -1.5, "繋がる": -1.5, "使う": -1.5, "来る": -1.0,
+                "開く": -1.0, "直る": -1.5, "返る": -1.0, "戻る": -1.0, "分かる": -1.0, "返事": -1.5, "返信": -1.5,
+                "連絡": -1.0, "回答": -1.0}
+_JA_PHRASES = {"腹が立": -3.0, "いい加減に": -3.0, "二度と": -2.5, "返金しろ": -2.5, "どうなって": -1.5}
+_JA_NEGATORS = {"ない", "無い", "ず", "ぬ"}
+_JA_INTENSIFIERS = {"本当": 1.3, "とても": 1.3, "全然": 1.3, "全く": 1.3, "凄い": 1.3, "非常": 1.3, "マジ": 1.3,
+                    "まじ": 1.3, "大変": 1.3, "何度": 1.3}
+_NEGATION_SCOPE = 5  # morphemes after a word that a negation of it may sit in ("満足 し て い ませ ん")
 
 
 def _ja_compound(text: str) -> float:
-    total = sum(weight * text.count(word) for word, weight in _JA_LEXICON.items())
-    if total > 0 and _JA_NEGATION.search(text) and not any(w in text for w in ("届かない", "困って")):
-        total *= -0.5
-    total += -0.3 * text.count("！") - 0.3 * text.count("!") if total < 0 else 0.0
+    """VADER-style compound score of Japanese text: lexicon lemmas, negation by ない/ず, intensifiers."""
+    analysed = morphemes(text)
+    total = sum(weight for phrase, weight in _JA_PHRASES.items() if phrase in text)
+    for i, morpheme in enumerate(analysed):
+        valence = _JA_VALENCE.get(morpheme.lemma)
+        expected = _JA_EXPECTED.get(morpheme.lemma)
+        if valence is None and expected is None:
+            continue
+        if _negated(analysed, i):
+            valence = expected if expected is not None else -0.5 * (valence or 0.0)
+        elif valence is None:
+            continue
+        boost = max((_JA_INTENSIFIERS.get(m.lemma, 1.0) for m in analysed[max(0, i - 3):i]), default=1.0)
+        total += valence * boost
+    if total < 0:
+        total -= 0.3 * (text.count("！") + text.count("!"))
     return total / math.sqrt(total * total + 15) if total else 0.0
+
+
+def _negated(analysed: list[Morpheme], i: int) -> bool:
+    """A negator follows word i within the scope, before punctuation, and is not a request ("〜ませんか")."""
+    for j in range(i + 1, min(len(analysed), i + 1 + _NEGATION_SCOPE)):
+        morpheme = analysed[j]
+        if morpheme.pos in SYMBOLS or (morpheme.pos in {"名詞", "形容詞"} and morpheme.lemma not in _JA_NEGATORS):
+            return False
+        if morpheme.lemma in _JA_NEGATORS:
+            after = analysed[j + 1] if j + 1 < len(analysed) else None
+            return not (after is not None and after.surface == "か")
+    return False
 
 
 def _label(score: float) -> str:

@@ -11,28 +11,39 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import NamedTuple
 
 import fugashi
 
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _WORD = re.compile(r"\b\w+\b")
-_SKIPPED = frozenset({"補助記号", "空白", "記号"})  # UniDic's first-level parts of speech for symbols and spaces
+SYMBOLS = frozenset({"補助記号", "空白", "記号"})  # UniDic's first-level parts of speech for symbols and spaces
 _local = threading.local()  # a MeCab tagger is not to be shared between threads
+
+
+class Morpheme(NamedTuple):
+    surface: str
+    lemma: str  # dictionary form; the surface where the dictionary has none
+    pos: str  # UniDic's first-level part of speech: 名詞, 動詞, 助動詞, 補助記号, …
+
+
+def morphemes(text: str) -> list[Morpheme]:
+    """MeCab's analysis of (Japanese) `text`, symbols and whitespace left in."""
+    analysed: list[Morpheme] = []
+    for word in _tagger()(text):
+        feature = word.feature
+        lemma = getattr(feature, "lemma", None)
+        # UniDic writes loanwords' lemmas with their origin, "キャンセル-cancel"; unknown words have none.
+        lemma = lemma.split("-", 1)[0] if lemma and lemma != "*" else word.surface
+        analysed.append(Morpheme(word.surface, lemma, feature.pos1))
+    return analysed
 
 
 def words(text: str) -> list[str]:
     """The word tokens of `text` (expected already normalised: NFKC and lower case)."""
     if not _JAPANESE.search(text):
         return _WORD.findall(text)
-    tokens: list[str] = []
-    for word in _tagger()(text):
-        feature = word.feature
-        if feature.pos1 in _SKIPPED:
-            continue
-        lemma = getattr(feature, "lemma", None)
-        # UniDic writes loanwords' lemmas with their origin, "キャンセル-cancel"; unknown words have none.
-        tokens.append(lemma.split("-", 1)[0] if lemma and lemma != "*" else word.surface)
-    return tokens
+    return [m.lemma for m in morphemes(text) if m.pos not in SYMBOLS]
 
 
 def _tagger() -> fugashi.Tagger:

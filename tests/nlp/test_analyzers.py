@@ -79,6 +79,30 @@ def test_sentiment_in_english_and_japanese() -> None:
     assert ja_happy.label == "positive"
 
 
+@pytest.mark.parametrize(("text", "label"), [
+    ("良くないです", "negative"),  # a positive word negated
+    ("悪くないです", "positive"),  # a negative word negated
+    ("問題ありません", "positive"),
+    ("ログインできません", "negative"),  # what should work does not
+    ("アプリが全然動かない", "negative"),
+    ("何度も連絡しているのに返事がない", "negative"),
+    ("キャンセルできませんか", "neutral"),  # a polite request, not a complaint
+    ("満足していません", "negative"),
+    ("丁寧に対応していただき感謝しています", "positive"),
+    ("配送状況を教えてください", "neutral"),
+])
+def test_japanese_sentiment_follows_negation(text: str, label: str) -> None:
+    assert SentimentAnalyzer().analyze(text, "ja").label == label
+
+
+def test_japanese_intensifiers_and_exclamations_raise_frustration() -> None:
+    analyzer = SentimentAnalyzer()
+    plain = analyzer.analyze("がっかりしました", "ja")
+    strong = analyzer.analyze("本当にがっかりしました", "ja")
+    shouted = analyzer.analyze("本当にがっかりしました！！", "ja")
+    assert 0 < plain.frustration < strong.frustration < shouted.frustration
+
+
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
