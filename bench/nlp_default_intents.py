@@ -1,0 +1,70 @@
+"""The shipped default intents, scored on messages written apart from them, by language.
+
+`bench/data/default_intents_holdout.csv` holds 744 customer messages (12 English and 12 Japanese for each of
+the 30 intents and out_of_scope) written independently of `supportbot/data/intents/default.csv`, in other
+styles: typos, long context before the request, casual Japanese and keigo, order numbers and amounts. The
+model is trained exactly as the nlp service trains its default model, next to the TF-IDF + logistic-
+regression baseline on the same CSV.
+
+    python bench/nlp_default_intents.py [--plain-japanese-words]
+
+`--plain-japanese-words` splits Japanese on word characters as before MeCab segmentation was added (a whole
+clause then is one "word"), to show what segmentation is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlp_intents import Baseline  # noqa: E402 - this folder's intent benchmark, run as a script beside it
+from services.nlp import tokens  # noqa: E402
+from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier, read_examples  # noqa: E402
+from services.nlp.evaluation import evaluate  # noqa: E402
+from services.nlp.language import detect_language  # noqa: E402
+from supportbot.resources import DEFAULT_INTENTS_CSV  # noqa: E402
+
+HOLDOUT = Path(__file__).resolve().parent / "data" / "default_intents_holdout.csv"
+KEYS = ["accuracy", "in_scope_accuracy", "out_of_scope_recall", "macro_f1", "p50_ms", "p99_ms"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--plain-japanese-words", action="store_true")
+    args = parser.parse_args()
+    if args.plain_japanese_words:
+        tokens.words = re.compile(r"\b\w+\b").findall
+    texts, labels = read_examples(DEFAULT_INTENTS_CSV)
+    test_texts, test_labels = read_examples(HOLDOUT)
+    started = time.perf_counter()
+    models = {"supportbot default": IntentClassifier.train(texts, labels, name="default")}
+    print(f"supportbot default model trained in {time.perf_counter() - started:.1f} s on {len(texts)} rows")
+    baseline = Baseline(texts, labels)
+    baseline.threshold = 0.5  # a common max-probability rule
+    models["tfidf+lr baseline"] = baseline
+    languages = [detect_language(text) for text in test_texts]
+    print("| model | language | n | " + " | ".join(KEYS) + " |")
+    print("|---" * (len(KEYS) + 3) + "|")
+    for name, model in models.items():
+        for language in ("en", "ja", "all"):
+            rows = [i for i, lang in enumerate(languages) if language in ("all", lang)]
+            result = evaluate(model, [test_texts[i] for i in rows], [test_labels[i] for i in rows])  # type: ignore[arg-type]
+            print(f"| {name} | {language} | {len(rows)} | " + " | ".join(str(result.get(k, "–")) for k in KEYS) + " |")
+    wrong = [(t, y, models["supportbot default"].predict(t)) for t, y in zip(test_texts, test_labels, strict=True)]
+    errors = [(t, y, OUT_OF_SCOPE if p.out_of_scope else p.intent) for t, y, p in wrong
+              if (OUT_OF_SCOPE if p.out_of_scope else p.intent) != y]
+    print(f"\nsupportbot default: {len(errors)} errors; the first 15 (text | gold → predicted):")
+    for text, gold, predicted in errors[:15]:
+        print(f"  {text[:70]} | {gold} → {predicted}")
+
+
+if __name__ == "__main__":
+    main()
