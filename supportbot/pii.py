@@ -9,12 +9,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
+# `\b` and `\w` treat kana and kanji as word characters, so boundaries here are ASCII lookarounds and an address
+# takes no letters of scripts written without spaces: "メールはtaro@example.jpまで" is "taro@example.jp".
+_START = r"(?<![A-Za-z0-9_])"
+_END = r"(?![A-Za-z0-9_])"
+_ADDRESS_CHAR = (r"[^\W\u0e00-\u0eff\u1100-\u11ff\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+                 r"\U00020000-\U0003ffff]")  # a word character outside Thai/Lao, Hangul, kana and CJK
+# Starting only where a run of local-part characters starts keeps the search linear on long runs without "@".
+_EMAIL = re.compile(rf"(?<!{_ADDRESS_CHAR})(?<![.+-])(?:{_ADDRESS_CHAR}|[.+-])+@(?:{_ADDRESS_CHAR}|-)+"
+                    rf"(?:\.(?:{_ADDRESS_CHAR}|-)+)+")
+_IBAN = re.compile(_START + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?" + _END)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_PHONE = re.compile(r"(?<![A-Za-z0-9_#+])(?<!\d[ -])(?:\+\d{1,3}[ .-]?)?(?:\(?\d{2,5}\)?[ .-]?)?\d{3,4}[ .-]?\d{3,5}"
-                    r"(?![A-Za-z0-9_])(?![ -]\d)")
-_IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
+# After a country code the area code may be one digit: "+81-3-1234-5678" (Tokyo).
+_PHONE = re.compile(r"(?<![A-Za-z0-9_#+])(?<!\d[ -])(?:\+\d{1,3}[ .-]?(?:\(?\d{1,5}\)?[ .-]?)?|\(?\d{2,5}\)?[ .-]?)?"
+                    r"\d{3,4}[ .-]?\d{3,5}(?![A-Za-z0-9_])(?![ -]\d)")
+_IPV4 = re.compile(_START + r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)" + _END)
 _JP_POSTAL = re.compile(r"〒\s?\d{3}-\d{4}")
 
 

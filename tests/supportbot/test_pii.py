@@ -21,6 +21,12 @@ def test_luhn_and_iban_checks() -> None:
     ("order 123456789012 is late", "order 123456789012 is late"),
     ("my ip is 192.168.1.10", "my ip is [IP_ADDRESS]"),
     ("電話は03-1234-5678、〒100-0001です", "電話は[PHONE]、[POSTAL_CODE]です"),
+    ("電話番号は090-1234-5678です", "電話番号は[PHONE]です"),
+    ("連絡先：+81-3-1234-5678まで", "連絡先：[PHONE]まで"),
+    ("メールはtaro@example.jpまで", "メールは[EMAIL]まで"),
+    ("mail jürgen.müller@example.de now", "mail [EMAIL] now"),
+    ("口座はDE89370400440532013000です", "口座は[IBAN]です"),
+    ("IPは192.168.1.10です", "IPは[IP_ADDRESS]です"),
 ])
 def test_redaction(text: str, expected: str) -> None:
     redacted, spans = redact(text)
