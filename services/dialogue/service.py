@@ -1,7 +1,8 @@
 """Deciding how to answer a turn, and keeping the transcript and state. No FastAPI here.
 
 Per turn, in order: a handed-off conversation gets no bot answer; handoff triggers (explicit request,
-sensitive topic, a streak of frustration); an active flow takes the message as its slot answer; small talk
+sensitive topic, a streak of frustration); a likely prompt injection gets a template, never the LLM; an
+active flow takes the message as its slot answer; small talk
 is answered from templates; an intent that starts a flow starts it; everything else is answered by the LLM
 from knowledge-base passages (after too many unsure turns without a passage, a person takes over).
 """
@@ -167,6 +168,12 @@ class DialogueService:
         state.negative_streak = state.negative_streak + 1 if frustrated else 0
         if state.negative_streak >= rules.frustrated_turns:
             return self._handoff(state, "handoff_frustrated", "frustration", language)
+        if analysis.injection_score >= config.guardrails.injection_threshold:
+            # Neither the LLM nor a tool sees it; the customer is asked what they need. No text in the log.
+            log.warning("prompt injection suspected, message not sent to the LLM",
+                        extra={"supportbot.injection_score": analysis.injection_score,
+                               "supportbot.tenant": turn.tenant_id})
+            return Decision(_template("injection_refused", language), "template")
 
         if state.flow and (flow := config.flows.get(state.flow)):
             if not _leaves_flow(flow, state, analysis, turn.text):

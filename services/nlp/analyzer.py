@@ -8,7 +8,7 @@ from pathlib import Path
 from services.nlp.classifier import IntentClassifier, load_or_train_default
 from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, encoder_dir, load_encoder
 from services.nlp.entities import extract_entities
-from services.nlp.injection import injection_score
+from services.nlp.injection import InjectionDetector
 from services.nlp.language import detect_language
 from services.nlp.sentiment import SentimentAnalyzer
 from supportbot.contracts.common import Intent
@@ -80,6 +80,7 @@ class Analyzer:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self.sentiment = SentimentAnalyzer()
+        self.injection = InjectionDetector.from_shipped_data()
         detect_language("warm up the language profiles once")
 
     @classmethod
@@ -111,6 +112,6 @@ class Analyzer:
             language=language,
             pii=[PiiSpan(type=s.type, start=s.start, end=s.end) for s in spans],
             redacted_text=redacted,
-            injection_score=injection_score(text),
+            injection_score=self.injection.score(text),
             model=model.name,
         )

@@ -39,6 +39,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from services.nlp import tokens
 from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, load_encoder
+from services.nlp.features import tfidf_row
 from services.nlp.encoder_tuning import TuningOptions, tune_encoder
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
@@ -144,8 +145,8 @@ class LinearModel:
     def probabilities_one(self, text: str, embedding: np.ndarray | None) -> np.ndarray:
         z = self.intercept.copy()
         for vectorizer, weights in ((self.words, self.word_weights), (self.chars, self.char_weights)):
-            row = vectorizer.transform([text])
-            z += row.data @ weights[row.indices]
+            columns, values = tfidf_row(vectorizer, text)
+            z += values @ weights[columns]
         if self.embedding_weights is not None and embedding is not None:
             z += embedding @ self.embedding_weights
         return _softmax(z[None, :] * self.temperature)[0]
