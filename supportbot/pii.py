@@ -23,6 +23,8 @@ _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # After a country code the area code may be one digit: "+81-3-1234-5678" (Tokyo).
 _PHONE = re.compile(r"(?<![A-Za-z0-9_#+])(?<!\d[ -])(?:\+\d{1,3}[ .-]?(?:\(?\d{1,5}\)?[ .-]?)?|\(?\d{2,5}\)?[ .-]?)?"
                     r"\d{3,4}[ .-]?\d{3,5}(?![A-Za-z0-9_])(?![ -]\d)")
+# Japanese mobile numbers are often written without separators; their 070/080/090 prefix marks them.
+_JP_MOBILE = re.compile(r"(?<![\d+])0[789]0\d{8}(?!\d)")
 _IPV4 = re.compile(_START + r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)" + _END)
 _JP_POSTAL = re.compile(r"〒\s?\d{3}-\d{4}")
 
@@ -74,6 +76,8 @@ def find_pii(text: str) -> list[Redaction]:
         add("IP_ADDRESS", *match.span())
     for match in _JP_POSTAL.finditer(text):
         add("POSTAL_CODE", *match.span())
+    for match in _JP_MOBILE.finditer(text):
+        add("PHONE", *match.span())
     for match in _PHONE.finditer(text):
         value = match.group()
         # A bare run of digits is more likely an order or account number than a phone number.

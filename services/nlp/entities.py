@@ -51,6 +51,9 @@ _MONEY = re.compile(
     rf"(?P<amount>{_AMOUNT})(?![.,]?\d)"
     r"(?:\s?(?P<suffix>[$€£¥￥円]|(?:usd|eur|gbp|jpy|chf|dollars?|euros?|pounds?|yen)(?![A-Za-z]))(?!\s?\d))?",
     re.IGNORECASE)
+# Japanese amounts counted in 万 (ten thousand) and 千 (thousand): 5万円, 1万2000円, 1万2千円, 1.5万円, 3千円.
+_JA_MONEY = re.compile(r"(?<![\d.,])(?:(?P<man>\d+(?:\.\d+)?)万(?:(?P<sen>\d)千|(?P<rest>\d{1,4}))?"
+                       r"|(?P<sen_only>\d)千)円")
 _WEEKDAY = "|".join(_WEEKDAYS)
 _MONTH = "|".join(_MONTHS)
 _EN_COUNT = "|".join([r"\d+", *_NUMBER_WORDS])
@@ -178,6 +181,14 @@ def _money(text: str) -> Iterator[Entity]:
             yield Entity(type="money", value=value, start=start, end=end, normalized=normalized)
 
 
+def _japanese_money(text: str) -> Iterator[Entity]:
+    for match in _JA_MONEY.finditer(text):
+        man, sen, rest, sen_only = match.group("man", "sen", "rest", "sen_only")
+        yen = (round(float(man) * 10_000) if man else 0) + int(sen or sen_only or 0) * 1_000 + int(rest or 0)
+        yield Entity(type="money", value=match.group(), start=match.start(), end=match.end(),
+                     normalized=f"{yen} JPY")
+
+
 def _dates(text: str, today: date) -> Iterator[Entity]:
     for _, value, start, end in _matches(_DATE, text):
         yield Entity(type="date", value=value, start=start, end=end, normalized=_normalize_date(value, today))
@@ -194,6 +205,7 @@ def extract_entities(text: str, today: date | None = None) -> list[Entity]:
         *_tracking_numbers(text),
         *_order_numbers(text),
         *_pii_entities(text, pii, "PHONE"),
+        *_japanese_money(text),
         *_money(text),
         *_dates(text, today),
     ]

@@ -179,3 +179,18 @@ def test_tracking_numbers(text: str, value: str, start: int) -> None:
 ])
 def test_plain_numbers_are_no_entities(text: str) -> None:
     assert found(text) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5万円の返金", [("money", "5万円", 0, "50000 JPY")]),
+    ("1万2000円を払った", [("money", "1万2000円", 0, "12000 JPY")]),
+    ("１万２千円", [("money", "１万２千円", 0, "12000 JPY")]),
+    ("1.5万円です", [("money", "1.5万円", 0, "15000 JPY")]),
+    ("3千円のクーポン", [("money", "3千円", 0, "3000 JPY")]),
+])
+def test_japanese_amounts_in_man_and_sen(text: str, expected: list[Found]) -> None:
+    assert found(text) == expected
+
+
+def test_japanese_mobile_without_separators() -> None:
+    assert found("携帯は09012345678です") == [("phone", "09012345678", 3, None)]

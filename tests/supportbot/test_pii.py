@@ -27,6 +27,8 @@ def test_luhn_and_iban_checks() -> None:
     ("mail jürgen.müller@example.de now", "mail [EMAIL] now"),
     ("口座はDE89370400440532013000です", "口座は[IBAN]です"),
     ("IPは192.168.1.10です", "IPは[IP_ADDRESS]です"),
+    ("携帯は09012345678です", "携帯は[PHONE]です"),
+    ("order 12345678901 is late", "order 12345678901 is late"),
 ])
 def test_redaction(text: str, expected: str) -> None:
     redacted, spans = redact(text)
