@@ -1,15 +1,27 @@
-"""Sentiment and frustration: VADER (its lexicon ships in the `vaderSentiment` wheel) for English and other
-Latin-script text; for Japanese a lexicon of dictionary forms over MeCab's analysis, with negation
-("良くない", and "届かない" for what should work) and intensifiers, scored on VADER's scale."""
+"""Sentiment and frustration: VADER (its lexicon ships in the `vaderSentiment` wheel) for English and languages
+without a lexicon of ours; for Japanese a lexicon of dictionary forms over MeCab's analysis, with negation
+("良くない", and "届かない" for what should work) and intensifiers; for German, French, Spanish, Italian, Dutch
+and Portuguese the lexicons of `supportbot/data/sentiment/european.yaml`, with the same rules. All on VADER's
+scale and normalised as VADER does."""
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from services.nlp.tokens import SYMBOLS, Morpheme, morphemes
 from supportbot.contracts.nlp import Sentiment
+from supportbot.resources import DATA_DIR
+
+EUROPEAN_LEXICONS = DATA_DIR / "sentiment" / "european.yaml"
+_N_SCALAR = -0.74  # VADER's factor for a negated word
+_BOOST = 1.3
+_WORD = re.compile(r"[^\W\d_]+")
 
 # Valence of Japanese dictionary forms (MeCab lemmas), on VADER's -4..4 scale.
 _JA_VALENCE: dict[str, float] = {
@@ -63,6 +75,56 @@ def _negated(analysed: list[Morpheme], i: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class _Lexicon:
+    words: dict[str, float]
+    expected: dict[str, float]
+    negators: frozenset[str]
+    boosters: frozenset[str]
+
+
+def _fold(word: str) -> str:
+    """Lower case without accents: customers often type "decu" for "déçu"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+
+
+@cache
+def _european_lexicons() -> dict[str, _Lexicon]:
+    import yaml
+
+    raw = yaml.safe_load(EUROPEAN_LEXICONS.read_text(encoding="utf-8"))
+    return {language: _Lexicon(words={_fold(w): float(v) for w, v in entry["words"].items()},
+                               expected={_fold(w): -1.5 for w in entry["expected"]},
+                               negators=frozenset(_fold(w) for w in entry["negators"]),
+                               boosters=frozenset(_fold(w) for w in entry["boosters"]))
+            for language, entry in raw.items()}
+
+
+def _lexicon_compound(text: str, lexicon: _Lexicon) -> float:
+    """VADER-style compound of `text` by a lexicon: negators within three words before flip a word; an
+    expected word ("funktioniert", "reçu") with a negator up to three words before or two after counts as a
+    complaint; a booster right before intensifies."""
+    words = [_fold(w) for w in _WORD.findall(text)]
+    total = 0.0
+    for i, word in enumerate(words):
+        before = words[max(0, i - 3):i]
+        negated = any(w in lexicon.negators for w in before)
+        if word in lexicon.expected and (negated or any(w in lexicon.negators for w in words[i + 1:i + 3])):
+            total += lexicon.expected[word]
+            continue
+        valence = lexicon.words.get(word)
+        if valence is None:
+            continue
+        if negated:
+            valence *= _N_SCALAR
+        if i and words[i - 1] in lexicon.boosters:
+            valence *= _BOOST
+        total += valence
+    if total < 0:
+        total -= 0.3 * min(text.count("!"), 3)
+    return total / math.sqrt(total * total + 15) if total else 0.0
+
+
 def _label(score: float) -> str:
     if score >= 0.05:
         return "positive"
@@ -78,7 +140,13 @@ class SentimentAnalyzer:
         self._vader = SentimentIntensityAnalyzer()
 
     def analyze(self, text: str, language: str) -> Sentiment:
-        score = _ja_compound(text) if language == "ja" else self._vader.polarity_scores(text)["compound"]
+        lexicon = _european_lexicons().get(language)
+        if language == "ja":
+            score = _ja_compound(text)
+        elif lexicon is not None:
+            score = _lexicon_compound(text, lexicon)
+        else:
+            score = self._vader.polarity_scores(text)["compound"]
         letters = [c for c in text if c.isalpha() and c.isascii()]
         shouting = len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7
         exclamations = min(text.count("!") + text.count("！"), 3)
