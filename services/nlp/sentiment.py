@@ -75,12 +75,18 @@ def _negated(analysed: list[Morpheme], i: int) -> bool:
     return False
 
 
+_CLAUSE = re.compile(r"[.,;:!?¿¡()\n]+")
+_EMOJI = {"😊": 2.0, "🙂": 1.5, "😀": 2.0, "😃": 2.0, "😍": 3.0, "👍": 2.0, "❤": 2.5, "🙏": 1.5,
+          "😡": -3.0, "😠": -2.5, "🤬": -3.5, "👎": -2.5, "😤": -2.5, "😞": -2.0, "😢": -2.0, "🙄": -1.5}
+
+
 @dataclass(frozen=True)
 class _Lexicon:
     words: dict[str, float]
     expected: dict[str, float]
     negators: frozenset[str]
     boosters: frozenset[str]
+    phrases: tuple[tuple[re.Pattern[str], float], ...]
 
 
 def _fold(word: str) -> str:
@@ -96,33 +102,45 @@ def _european_lexicons() -> dict[str, _Lexicon]:
     return {language: _Lexicon(words={_fold(w): float(v) for w, v in entry["words"].items()},
                                expected={_fold(w): -1.5 for w in entry["expected"]},
                                negators=frozenset(_fold(w) for w in entry["negators"]),
-                               boosters=frozenset(_fold(w) for w in entry["boosters"]))
+                               boosters=frozenset(_fold(w) for w in entry["boosters"]),
+                               phrases=tuple((re.compile(_fold(p)), float(v))
+                                             for p, v in entry.get("phrases", {}).items()))
             for language, entry in raw.items()}
 
 
 def _lexicon_compound(text: str, lexicon: _Lexicon) -> float:
-    """VADER-style compound of `text` by a lexicon: negators within three words before flip a word; an
-    expected word ("funktioniert", "reçu") with a negator up to three words before or two after counts as a
-    complaint; a booster right before intensifies."""
-    words = [_fold(w) for w in _WORD.findall(text)]
-    total = 0.0
-    for i, word in enumerate(words):
-        before = words[max(0, i - 3):i]
-        negated = any(w in lexicon.negators for w in before)
-        if word in lexicon.expected and (negated or any(w in lexicon.negators for w in words[i + 1:i + 3])):
-            total += lexicon.expected[word]
-            continue
-        valence = lexicon.words.get(word)
-        if valence is None:
-            continue
-        if negated:
-            valence *= _N_SCALAR
-        if i and words[i - 1] in lexicon.boosters:
-            valence *= _BOOST
-        total += valence
+    """VADER-style compound of `text` by a lexicon. Within a clause, a negator up to three words before flips a
+    word; an expected word ("funktioniert", "reçu") with a negator up to three words before or two after counts
+    as a complaint; a booster right before intensifies. Set phrases, emoji, exclamation marks and shouting add
+    to the total."""
+    folded = _fold(text)
+    total = sum(valence for pattern, valence in lexicon.phrases if pattern.search(folded))
+    total += sum(valence * text.count(emoji) for emoji, valence in _EMOJI.items())
+    for clause in _CLAUSE.split(folded):
+        words = _WORD.findall(clause)
+        for i, word in enumerate(words):
+            negated = any(w in lexicon.negators for w in words[max(0, i - 3):i])
+            if word in lexicon.expected and (negated or any(w in lexicon.negators for w in words[i + 1:i + 3])):
+                total += lexicon.expected[word]
+                continue
+            valence = lexicon.words.get(word)
+            if valence is None:
+                continue
+            if negated:
+                valence *= _N_SCALAR
+            if i and words[i - 1] in lexicon.boosters:
+                valence *= _BOOST
+            total += valence
+    if _shouting(text):
+        total -= 1.5
     if total < 0:
         total -= 0.3 * min(text.count("!"), 3)
     return total / math.sqrt(total * total + 15) if total else 0.0
+
+
+def _shouting(text: str) -> bool:
+    letters = [c for c in text if c.isalpha() and c.isascii()]
+    return len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7
 
 
 def _label(score: float) -> str:
@@ -147,8 +165,7 @@ class SentimentAnalyzer:
             score = _lexicon_compound(text, lexicon)
         else:
             score = self._vader.polarity_scores(text)["compound"]
-        letters = [c for c in text if c.isalpha() and c.isascii()]
-        shouting = len(letters) >= 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7
+        shouting = _shouting(text)
         exclamations = min(text.count("!") + text.count("！"), 3)
         frustration = max(0.0, -score)
         if frustration > 0 or shouting:
