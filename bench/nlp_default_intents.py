@@ -56,7 +56,8 @@ def main() -> None:
     for name, model in models.items():
         for language in ("en", "ja", "all"):
             rows = [i for i, lang in enumerate(languages) if language in ("all", lang)]
-            result = evaluate(model, [test_texts[i] for i in rows], [test_labels[i] for i in rows])  # type: ignore[arg-type]
+            chosen_texts, chosen_labels = [test_texts[i] for i in rows], [test_labels[i] for i in rows]
+            result = evaluate(model, chosen_texts, chosen_labels)  # type: ignore[arg-type]
             print(f"| {name} | {language} | {len(rows)} | " + " | ".join(str(result.get(k, "–")) for k in KEYS) + " |")
     wrong = [(t, y, models["supportbot default"].predict(t)) for t, y in zip(test_texts, test_labels, strict=True)]
     errors = [(t, y, OUT_OF_SCOPE if p.out_of_scope else p.intent) for t, y, p in wrong

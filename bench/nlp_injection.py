@@ -81,7 +81,7 @@ def main() -> None:
     detector = InjectionDetector.from_shipped_data()
     scores: dict[str, Callable[[str], float]] = {
         "signals": signal_score,
-        f"regression (P >= {PROBABILITY_AT_HALF})": lambda text: detector.probability(text) / PROBABILITY_AT_HALF / 2,
+        f"regression (0.5 at P = {PROBABILITY_AT_HALF})": detector.regression_score,
         "shipped score": detector.score,
     }
     datasets = public(args.data)

@@ -77,7 +77,8 @@ def main() -> None:
         share = {key: f"{right[key] / total[key]:.3f}" for key in total}
         print(f"| {name} | {share['all']} | {share['1–3']} | {share['4–8']} | {share['9+']} | "
               f"{english}/{len(SHORT_ENGLISH)} | {statistics.median(latencies):.3f} | "
-              f"{sorted(latencies)[int(0.99 * len(latencies))]:.3f} | " + " | ".join(share[l] for l in languages) + " |")
+              f"{sorted(latencies)[int(0.99 * len(latencies))]:.3f} | "
+              + " | ".join(share[language] for language in languages) + " |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ VADER (what these languages got before, and what a VADER-only service gives them
 
 `bench/data/sentiment_holdout.csv` holds 420 support-chat messages (30 negative, 20 neutral, 20 positive per
 language), written apart from the lexicons and never used to adjust them; `sentiment_dev.csv` (480 more,
-40/20/20) is what the lexicons' second pass was adjusted on (`--dev` scores it). Reported: three-way label accuracy, recall of negative messages
-(what frustration escalation needs), and how many neutral or positive messages come out negative.
+40/20/20) is what the lexicons' second pass was adjusted on (`--dev` scores it). Reported: three-way label
+accuracy, recall of negative messages (what frustration escalation needs), and how many neutral or positive
+messages come out negative.
 
     python bench/nlp_sentiment.py [--dev]
 """
@@ -46,8 +47,8 @@ def main() -> None:
                 else:
                     counts["others"] += 1
                     counts["false"] += label == "negative"
-            print(f"| {name} | {language} | {counts['right'] / len(chosen):.3f} | {counts['caught']}/{counts['negatives']}"
-                  f" | {counts['false']}/{counts['others']} |")
+            print(f"| {name} | {language} | {counts['right'] / len(chosen):.3f} | "
+                  f"{counts['caught']}/{counts['negatives']} | {counts['false']}/{counts['others']} |")
 
 
 if __name__ == "__main__":

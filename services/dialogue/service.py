@@ -2,9 +2,9 @@
 
 Per turn, in order: a handed-off conversation gets no bot answer; handoff triggers (explicit request,
 sensitive topic, a streak of frustration); a likely prompt injection gets a template, never the LLM; an
-active flow takes the message as its slot answer; small talk
-is answered from templates; an intent that starts a flow starts it; everything else is answered by the LLM
-from knowledge-base passages (after too many unsure turns without a passage, a person takes over).
+active flow takes the message as its slot answer; small talk is answered from templates; an intent that
+starts a flow starts it; everything else is answered by the LLM from knowledge-base passages (after too many
+unsure turns without a passage, a person takes over).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from services.nlp import tokens
 from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, load_encoder
-from services.nlp.features import tfidf_row
 from services.nlp.encoder_tuning import TuningOptions, tune_encoder
+from services.nlp.features import tfidf_row
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
 
@@ -111,8 +111,8 @@ class LinearModel:
     @classmethod
     def fit(cls, texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> LinearModel:
         min_df = 2 if len(texts) >= 1000 else 1  # prune one-off n-grams where there are enough examples
-        words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None, ngram_range=(1, 2),
-                                sublinear_tf=True, min_df=min_df, dtype=np.float32)
+        words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None,
+                                ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
         chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True,
                                 min_df=min_df, max_features=200_000, dtype=np.float32)
         blocks = [words.fit_transform(texts), chars.fit_transform(texts)]

@@ -10,9 +10,10 @@ docs/benchmarks.md (`bench/nlp_injection.py`).
 Signals are phrasings of the known techniques, in English, Japanese and the main European languages:
 overriding the instructions, extracting them, role-play personas, fake chat-template or role markers,
 claimed authority, orders about what to answer, obfuscation, instructions planted in pasted content, and
-what attacks are after (internal codes, free items). A technique counts once, with the weight
-of its strongest matched phrasing; techniques are independent evidence, combined as 1 - Π(1 - w). The text is matched as written, de-obfuscated (NFKC, leetspeak digits, letters
-spaced or hyphenated apart) and reversed, so "1gn0re", "i g n o r e" and "ign-ore" count too.
+what attacks are after (internal codes, free items). A technique counts once, with the weight of its
+strongest matched phrasing; techniques are independent evidence, combined as 1 - Π(1 - w). The text is
+matched as written, de-obfuscated (NFKC, leetspeak digits, letters spaced or hyphenated apart) and reversed,
+so "1gn0re", "i g n o r e" and "ign-ore" count too.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ _TECHNIQUES: dict[str, tuple[tuple[re.Pattern[str], float], ...]] = {
         _signal(r"\byou are (now|no longer)\b|\bfrom now on,? you\b|\bpretend (to be|you are|you're|that you)\b"
                 r"|\bact (as|like) (if you|you are|an? (unrestricted|unfiltered|evil)|my|the store owner)\b"
                 r"|\brole-?play\b|\bstay in character\b|\bimagine you('re| are) an?\b", 0.4),
-        _signal(r"\b(jailbreak\w*|dan mode|developer mode|god mode|do anything now|unfiltered|uncensored|unrestricted)\b"
-                r"|\bunlocked (version|mode|ai|assistant)\b|\b\w+gpt unlocked\b|\b(without|no|ignores?) (any )?(restrictions|filters|limits|rules|guidelines|content "
+        _signal(r"\b(jailbreak\w*|dan mode|developer mode|god mode|do anything now|unfiltered|uncensored|"
+                r"unrestricted)\b|\bunlocked (version|mode|ai|assistant)\b|\b\w+gpt unlocked\b"
+                r"|\b(without|no|ignores?) (any )?(restrictions|filters|limits|rules|guidelines|content "
                 r"polic(y|ies)|shop policies)\b", 0.6),
         _signal(r"\bDAN\b(?!-?\d)", 0.6, case=True),  # the jailbreak persona; not Dan, not a DAN-200 model
         _signal(r"\b(du bist (jetzt|ab sofort|nun)|ab (jetzt|sofort) bist du|tu so,? als|spiel (meine|den|die)"
@@ -127,7 +129,8 @@ _TECHNIQUES: dict[str, tuple[tuple[re.Pattern[str], float], ...]] = {
         _signal(r"\b(admin(istrator)?|developer|root|sudo|maintenance|debug|god)\s*-?\s*(override|mode|command|"
                 r"privileges?)\b|\boverride (code|mode|command|protocol)\b|\bi('m| am) your (developer|creator|"
                 r"admin|administrator|owner|programmer)\b|\bi('m| am) the (developer|creator|owner|admin)\w* of (this|"
-                r"the|your) (bot|chatbot|assistant|shop|store)\b|\bas your (developer|creator|admin|administrator)\b", 0.5),
+                r"the|your) (bot|chatbot|assistant|shop|store)\b|\bas your (developer|creator|admin|administrator)\b",
+                0.5),
         _signal(r"\b(restrictions|rules|polic(y|ies)|filters)\b.{0,30}\b(are|have been|has been|is)\s+(suspended|"
                 r"lifted|disabled|void|updated|removed)\b|\bturn off (all )?(restrictions|filters|rules)\b"
                 r"|\bauthori[sz]ation code\b|\b(message|notice) from (openai|anthropic|head office|"
@@ -139,15 +142,15 @@ _TECHNIQUES: dict[str, tuple[tuple[re.Pattern[str], float], ...]] = {
                 r"|anulación de administrador|als (dein|je) (entwickler|ontwikkelaar)|en tant que ton développeur"
                 r"|como tu desarrollador|sono lo sviluppatore|(autorisiere ich dich|je t'autorise|te autorizo|ti "
                 r"autorizzo|geef ik je toestemming)|承認済み.{0,30}(今すぐ|確認なし)|監査のため", 0.5),
-        _signal(r"\bkeur\b.{0,30}\bgoed\b|(beschränkungen|restrictions|restricciones|restrizioni|beperkingen).{0,30}(deaktiviert|levées|"
-                r"desactivadas|disattivate|uitgeschakeld)|(genehmigt|validé|aprobó|approvato|goedgekeurd).{0,60}"
-                r"(sofort|maintenant|ahora|subito|direct)", 0.5),
+        _signal(r"\bkeur\b.{0,30}\bgoed\b|(beschränkungen|restrictions|restricciones|restrizioni|beperkingen)"
+                r".{0,30}(deaktiviert|levées|desactivadas|disattivate|uitgeschakeld)"
+                r"|(genehmigt|validé|aprobó|approvato|goedgekeurd).{0,60}(sofort|maintenant|ahora|subito|direct)", 0.5),
     ),
     "policy": (
         _signal(r"\b(respond|reply|answer|say|output|write)\s+only\b|\band nothing else\b|\b(from now on|going "
-                r"forward|from here on|henceforth|you must)\b.{0,40}\b(approve|grant|agree|confirm|treat every|apply an?"
-                r"\b)|\balways (tell|say to|answer) customers\b|\bagree with everything\b|\b(your )?new (rule|policy)"
-                r"( for this chat)?\s*:|\blegally binding\b|\byou must say\b", 0.5),
+                r"forward|from here on|henceforth|you must)\b.{0,40}\b(approve|grant|agree|confirm|treat every|"
+                r"apply an?\b)|\balways (tell|say to|answer) customers\b|\bagree with everything\b"
+                r"|\b(your )?new (rule|policy)( for this chat)?\s*:|\blegally binding\b|\byou must say\b", 0.5),
         _signal(r"\b(approve|grant|accept)\s+(all|every|any)\s+(refunds?|requests?|returns?|claims?)\b", 0.5),
         _signal(r"\b(du musst|tu dois|tienes que|devi|je moet) (sagen|dire|decir|zeggen)\b|\bnur noch mit\b"
                 r"|\b(réponds|responde|rispondi|antwoord) (uniquement|solo|solamente|alleen)\b|\b(ab sofort|ab jetzt|"
@@ -243,10 +246,14 @@ class InjectionDetector:
             z += float(values @ weights[columns])
         return 1.0 / (1.0 + math.exp(-z))
 
-    def score(self, text: str) -> float:
-        """The higher of the shifted probability and `signal_score`, 0 to 1."""
+    def regression_score(self, text: str) -> float:
+        """The probability shifted so that `PROBABILITY_AT_HALF` reads as 0.5."""
         z = _logit(self.probability(text)) - _logit(PROBABILITY_AT_HALF)
-        return round(max(1.0 / (1.0 + math.exp(-z)), signal_score(text)), 4)
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def score(self, text: str) -> float:
+        """The higher of `regression_score` and `signal_score`, 0 to 1."""
+        return round(max(self.regression_score(text), signal_score(text)), 4)
 
 
 def _logit(p: float) -> float:

@@ -60,7 +60,7 @@ def _ja_compound(text: str) -> float:
         total += valence * boost
     if total < 0:
         total -= 0.3 * (text.count("！") + text.count("!"))
-    return total / math.sqrt(total * total + 15) if total else 0.0
+    return _normalized(total)
 
 
 def _negated(analysed: list[Morpheme], i: int) -> bool:
@@ -135,6 +135,11 @@ def _lexicon_compound(text: str, lexicon: _Lexicon) -> float:
         total -= 1.5
     if total < 0:
         total -= 0.3 * min(text.count("!"), 3)
+    return _normalized(total)
+
+
+def _normalized(total: float) -> float:
+    """A sum of valences mapped into -1..1 as VADER maps it (alpha 15)."""
     return total / math.sqrt(total * total + 15) if total else 0.0
 
 

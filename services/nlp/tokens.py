@@ -1,7 +1,7 @@
 """Word tokens for the intent classifier: Japanese segmented by MeCab, other scripts split on word characters.
 
 Japanese has no spaces, so `\\w+` would make a whole clause one "word". Text with Japanese in it goes through
-MeCab (fugashi) with the UniDic-lite dictionary, both PyPI wheels that need nothing downloaded, and each
+MeCab (fugashi) with the UniDic-lite dictionary, both installed from PyPI with nothing to download, and each
 word becomes its dictionary form (lemma): 届きません and 届かない share 届く, ほしい and 欲しい share 欲しい.
 Symbols and whitespace are dropped; particles and auxiliaries are kept, since "届か ない" (not delivered) is
 the point of many support messages and the classifier sees word bigrams.
