@@ -130,7 +130,7 @@ def cmd_intents_train(args: argparse.Namespace) -> int:
     try:
         model = IntentClassifier.train(texts, labels, tuning=tuning, **options)
     except EncoderUnavailable as exc:
-        print(f"supportbot: cannot fine-tune the encoder ({exc}); training on the shared one", file=sys.stderr)
+        print(f"supportbot: cannot fine-tune the encoder ({exc}); training on the shared ones", file=sys.stderr)
         model = IntentClassifier.train(texts, labels, **options)
     model.save(out)
     meta = model.meta
@@ -343,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tenant", default=None, help="write the tenant's model, served by the nlp service")
     train.add_argument("--name", default=None)
     train.add_argument("--encoder", choices=("tuned", "shared"), default="tuned",
-                       help="fine-tune a sentence encoder for this model (default; needs torch, minutes on a CPU) "
-                            "or use the shared, frozen one (seconds)")
+                       help="fine-tune a sentence encoder for this model (default; needs torch, minutes on a CPU; "
+                            "a shared encoder that scores clearly higher held out is kept instead) or only "
+                            "choose between the shared, frozen ones, MiniLM and USE multilingual (seconds)")
     train.add_argument("--epochs", type=_positive_int, default=None, help="fine-tuning epochs (default 4)")
     train.add_argument("--oos-recall", type=_share, default=None,
                        help="out-of-scope recall the threshold aims for on held-out rows (default 0.85)")

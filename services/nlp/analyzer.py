@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.nlp.classifier import IntentClassifier, load_or_train_default
-from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, encoder_dir, load_encoder
+from services.nlp.encoders import Encoder, frozen_encoders
 from services.nlp.entities import extract_entities
 from services.nlp.injection import InjectionDetector
 from services.nlp.language import detect_language
@@ -27,10 +28,12 @@ class ModelRegistry:
     the tenant keeps the model it had, or gets the default.
     """
 
-    def __init__(self, default: IntentClassifier, models_dir: Path, encoder: SentenceEncoder | None = None) -> None:
+    def __init__(self, default: IntentClassifier, models_dir: Path, encoders: Sequence[Encoder] = ()) -> None:
         self.default = default
         self.models_dir = models_dir
-        self.encoder = encoder
+        self.encoders = list(encoders)
+        # What `/v1/embed` serves (knowledge-base search): the first shared encoder, MiniLM where installed.
+        self.embedding_encoder: Encoder | None = self.encoders[0] if self.encoders else None
         self._tenant_models: dict[str, tuple[int, IntentClassifier]] = {}  # by meta.json's mtime
         self._unloadable: dict[str, tuple[int, ...]] = {}  # the files' signature when loading failed
 
@@ -50,7 +53,7 @@ class ModelRegistry:
         if self._unloadable.get(tenant_id) == signature:
             return fallback
         try:
-            model = IntentClassifier.load(directory, self.encoder)
+            model = IntentClassifier.load(directory, self.encoders)
         except Exception as exc:  # noqa: BLE001 - half-written or foreign files fail to unpickle in many ways
             log.warning("tenant intent model not loadable, serving the previous one until its files change: %s",
                         exc, extra={"supportbot.tenant": tenant_id})
@@ -86,17 +89,13 @@ class Analyzer:
     @classmethod
     def from_settings(cls, settings: NlpSettings) -> Analyzer:
         models_dir = settings.data_dir / "models"
-        try:
-            encoder: SentenceEncoder | None = load_encoder(encoder_dir(settings))
-        except EncoderUnavailable as exc:  # TF-IDF-only models still work; one that needs the encoder won't load
-            log.warning("sentence encoder unavailable, intent models fall back to TF-IDF: %s", exc)
-            encoder = None
-        default = (IntentClassifier.load(settings.model_dir, encoder) if settings.model_dir
-                   else load_or_train_default(models_dir, encoder=encoder))
+        encoders = frozen_encoders(settings)  # TF-IDF-only models work without; one that needs a missing one won't
+        default = (IntentClassifier.load(settings.model_dir, encoders) if settings.model_dir
+                   else load_or_train_default(models_dir, encoders=encoders))
         log.info("intent model loaded", extra={"supportbot.model": default.name,
                                                "supportbot.intents": len(default.labels),
-                                               "supportbot.encoder": default.meta.get("encoder") is not None})
-        return cls(ModelRegistry(default, models_dir, encoder))
+                                               "supportbot.encoder": (default.meta.get("encoder") or {}).get("name", "none")})
+        return cls(ModelRegistry(default, models_dir, encoders))
 
     def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:
         model = self.registry.for_tenant(tenant_id)

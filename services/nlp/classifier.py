@@ -3,14 +3,16 @@ regression, and a second-stage out-of-scope detector.
 
 Words are Japanese-aware (`services.nlp.tokens`: MeCab lemmas, so conjugated forms share a feature);
 character n-grams add robustness to typos and to words the dictionary lacks; the sentence
-embedding (`services.nlp.encoder`) brings paraphrases together. When the training data has `out_of_scope`
+embedding brings paraphrases together: MiniLM (`services.nlp.encoder`) or USE multilingual
+(`services.nlp.multilingual_encoder`), whichever predicts the data's held-out rows better
+(`services.nlp.encoders`), or MiniLM fine-tuned on the data. When the training data has `out_of_scope`
 rows, `services.nlp.out_of_scope` learns P(in scope) from out-of-fold predictions, and the threshold on it
 is chosen on those held-out scores. A temperature fitted on the same out-of-fold logits calibrates
 `confidence`. Without such rows nothing is rejected (threshold 0) and the dialogue
 service applies its own low-confidence policy.
 
 A model directory holds `model.joblib` and `meta.json` (format, labels, threshold, the encoder it needs,
-held-out figures, training facts). Without the encoder (its packages not installed) training falls back to
+held-out figures, training facts). Without an encoder (their packages not installed) training falls back to
 TF-IDF alone with a warning, and `meta.json` says `"encoder": null`.
 """
 
@@ -26,6 +28,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +41,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from services.nlp import tokens
-from services.nlp.encoder import EncoderUnavailable, SentenceEncoder, load_encoder
+from services.nlp.encoder import SentenceEncoder
 from services.nlp.encoder_tuning import TuningOptions, tune_encoder
+from services.nlp.encoders import Encoder, encoder_named, frozen_encoders
 from services.nlp.features import tfidf_row
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
@@ -49,16 +53,16 @@ log = logging.getLogger(__name__)
 OUT_OF_SCOPE = "out_of_scope"
 FORMAT = 2  # of model.joblib; directories of other formats must be retrained
 # What the features are made of, in the default model's cache key: a change retrains the cached default model.
-# 2: Japanese words segmented by MeCab (`services.nlp.tokens`).
-FEATURES = 2
+# 2: Japanese words segmented by MeCab (`services.nlp.tokens`). 3: the encoder chosen among the frozen ones.
+FEATURES = 3
 EMBEDDING_WEIGHT = 2.0  # the embedding block's scale next to the unit-length TF-IDF blocks
 REGULARISATION_C = 10.0
 FOLDS = 5
 CALIBRATION_SHARE = 0.1  # of each label, held out from encoder tuning to calibrate on
 OUT_OF_SCOPE_CALIBRATION_SHARE = 0.5
-# The shared encoder replaces a tuned one only when it scores this much higher on the calibration slice: on
+# A frozen encoder replaces a tuned one only when it scores this much higher on the calibration slice: on
 # BANKING77 the two came within 0.3 points of each other either way, which is a slice's noise; on the shipped,
-# half-Japanese intents shared won by 1.8 (tuning cost Japanese 9 points).
+# half-Japanese intents frozen MiniLM won by 1.8 (tuning cost Japanese 9 points).
 ENCODER_CHOICE_MARGIN = 0.01
 TUNED_ENCODER_DIR = "encoder"  # in a model directory, when the model has an encoder of its own
 # The threshold rejects as few in-scope utterances as catch this share of the held-out out-of-scope ones.
@@ -168,7 +172,7 @@ class Prediction:
 class IntentClassifier:
     """The intent model, the out-of-scope detector and threshold chosen for it, and the encoder it uses."""
 
-    def __init__(self, parts: dict[str, Any], meta: dict[str, Any], encoder: SentenceEncoder | None) -> None:
+    def __init__(self, parts: dict[str, Any], meta: dict[str, Any], encoder: Encoder | None) -> None:
         self.model: LinearModel = parts["model"]
         self.references: References | None = parts.get("references")
         self.detector: OutOfScopeDetector | None = parts.get("detector")
@@ -183,18 +187,20 @@ class IntentClassifier:
         return str(self.meta.get("name", "intents"))
 
     @classmethod
-    def train(cls, texts: list[str], labels: list[str], *, name: str, encoder: SentenceEncoder | None = None,
+    def train(cls, texts: list[str], labels: list[str], *, name: str, encoders: Sequence[Encoder] | None = None,
               tuning: TuningOptions | None = None,
               out_of_scope_recall: float | None = TARGET_OUT_OF_SCOPE_RECALL) -> IntentClassifier:
         """Fit on everything given; the out-of-scope stage and threshold come from held-out predictions.
 
-        `encoder`: default, the shared one from `load_encoder()`; TF-IDF alone if it cannot be had.
+        `encoders`: the frozen encoders to choose between (default: `frozen_encoders()`, those installed). Each
+        is scored by out-of-fold accuracy and the best kept (the first on a tie, or when the data is too
+        small for folds); none: TF-IDF alone.
         `tuning`: fine-tune an encoder of this model's own instead (`services.nlp.encoder_tuning`). It is
         tuned on all but a stratified calibration slice, and temperature, out-of-scope stage and threshold
         are chosen on that slice: embeddings of utterances the encoder was tuned on are too tidy to judge by.
-        The shared encoder is fitted on the same rows and scored on the same slice, and kept instead when it
-        scores clearly higher there (MiniLM is English; tuning on Japanese lost 9 points). Data too small for a slice
-        (`calibration_split`) is trained on the shared encoder.
+        The frozen encoders are fitted on the same rows and scored on the same slice, and the best kept instead
+        when it scores clearly higher there (MiniLM is English; tuning on Japanese lost 9 points). Data too
+        small for a slice (`calibration_split`) is trained on the frozen encoders.
         `out_of_scope_recall`: the held-out out-of-scope recall the threshold is chosen to reach with the least
         rejection of in-scope utterances; None: maximise in-scope accuracy + out-of-scope recall.
         """
@@ -205,13 +211,12 @@ class IntentClassifier:
             log.warning("too few examples to fine-tune the encoder and calibrate on a held-out slice "
                         "(an intent needs 10); using the shared encoder")
             tuning = None
-        choice: dict[str, float] = {}
+        candidates = list(frozen_encoders() if encoders is None else encoders)
         if tuning is not None:
-            encoder, embeddings, held_out, choice = _tuned_or_shared(texts, y, fit_rows, calibration_rows, tuning)
+            encoder, embeddings, held_out, choice = _tuned_or_frozen(texts, y, fit_rows, calibration_rows, tuning,
+                                                                     candidates)
         else:
-            encoder = encoder or _training_encoder()
-            embeddings = encoder.encode(texts) if encoder else None
-            held_out = _held_out_logits(texts, y, embeddings)
+            encoder, embeddings, held_out, choice = _best_frozen(texts, y, candidates)
         model = LinearModel.fit(texts, y, embeddings)
         parts: dict[str, Any] = {"model": model}
         if embeddings is not None:
@@ -261,8 +266,9 @@ class IntentClassifier:
         (directory / "meta.json").write_text(json.dumps(self.meta, indent=2, ensure_ascii=False))
 
     @classmethod
-    def load(cls, directory: Path, encoder: SentenceEncoder | None = None) -> IntentClassifier:
-        """A saved model; the encoder its meta.json names is loaded (built on first use) unless given."""
+    def load(cls, directory: Path, encoders: Sequence[Encoder] = ()) -> IntentClassifier:
+        """A saved model; the encoder its meta.json names is taken from `encoders`, else loaded (built on first
+        use)."""
         meta_path, model_path = directory / "meta.json", directory / "model.joblib"
         if not meta_path.is_file() or not model_path.is_file():
             raise FileNotFoundError(f"{directory} is not an intent model directory (needs meta.json, model.joblib)")
@@ -270,17 +276,15 @@ class IntentClassifier:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory} holds an intent model of another format; train it again")
         needs = meta.get("encoder")
+        encoder: Encoder | None = None
         if needs and needs.get("path"):  # tuned for this model: it lives in the directory
             encoder = SentenceEncoder(directory / needs["path"])
         elif needs:
-            encoder = encoder or load_encoder()
-            if needs.get("name") != encoder.name:
-                raise ValueError(f"{directory} needs the sentence encoder {needs.get('name')!r}, "
-                                 f"not {encoder.name!r}")
-        return cls(joblib.load(model_path), meta, encoder if needs else None)
+            encoder = encoder_named(str(needs.get("name")), encoders)
+        return cls(joblib.load(model_path), meta, encoder)
 
 
-def _encoder_meta(encoder: SentenceEncoder | None) -> dict[str, Any] | None:
+def _encoder_meta(encoder: Encoder | None) -> dict[str, Any] | None:
     if encoder is None:
         return None
     meta: dict[str, Any] = {"name": encoder.name, "dimension": encoder.dimension, "weight": EMBEDDING_WEIGHT}
@@ -289,27 +293,44 @@ def _encoder_meta(encoder: SentenceEncoder | None) -> dict[str, Any] | None:
     return meta
 
 
-def _tuned_or_shared(texts: list[str], labels: np.ndarray, fit_rows: np.ndarray, calibration_rows: np.ndarray,
-                     tuning: TuningOptions) -> tuple[SentenceEncoder, np.ndarray, HeldOut, dict[str, float]]:
-    """Tune an encoder on `fit_rows`; keep it unless the shared one scores clearly higher on the slice.
+def _best_frozen(texts: list[str], labels: np.ndarray, candidates: list[Encoder]) -> Chosen:
+    """The candidate whose embeddings give the highest out-of-fold accuracy (the first when there is one
+    candidate, or too few rows for folds)."""
+    if not candidates:
+        return None, None, _held_out_logits(texts, labels, None), {}
+    best: tuple[Encoder, np.ndarray, HeldOut | None] | None = None
+    choice: dict[str, float] = {}
+    for candidate in candidates:
+        embeddings = candidate.encode(texts)
+        held_out = _held_out_logits(texts, labels, embeddings)
+        if held_out is None or len(candidates) == 1:
+            return candidate, embeddings, held_out, {}
+        choice[candidate.name] = held_out.accuracy(labels)
+        if best is None or choice[candidate.name] > choice[best[0].name]:
+            best = (candidate, embeddings, held_out)
+    assert best is not None
+    return *best, choice
 
-    Returns the encoder, every text's embedding, the slice's held-out logits and both slice accuracies.
-    """
-    encoder = tune_encoder([texts[i] for i in fit_rows], labels[fit_rows], _scratch_dir(), tuning)
-    embeddings = encoder.encode(texts)
-    held_out = _slice_logits(texts, labels, embeddings, fit_rows, calibration_rows)
-    choice = {"tuned": held_out.accuracy(labels)}
-    shared = _training_encoder()
-    if shared is None:
-        return encoder, embeddings, held_out, choice
-    shared_embeddings = shared.encode(texts)
-    shared_held_out = _slice_logits(texts, labels, shared_embeddings, fit_rows, calibration_rows)
-    choice["shared"] = shared_held_out.accuracy(labels)
-    if choice["shared"] > choice["tuned"] + ENCODER_CHOICE_MARGIN:
-        log.warning("the fine-tuned encoder scored below the shared one on the held-out slice (%.3f < %.3f); "
-                    "using the shared encoder", choice["tuned"], choice["shared"])
-        return shared, shared_embeddings, shared_held_out, choice
-    return encoder, embeddings, held_out, choice
+
+def _tuned_or_frozen(texts: list[str], labels: np.ndarray, fit_rows: np.ndarray, calibration_rows: np.ndarray,
+                     tuning: TuningOptions, candidates: list[Encoder]) -> Chosen:
+    """Tune an encoder on `fit_rows`; keep it unless a frozen one scores clearly higher on the slice."""
+    tuned = tune_encoder([texts[i] for i in fit_rows], labels[fit_rows], _scratch_dir(), tuning)
+    tuned_embeddings = tuned.encode(texts)
+    kept: tuple[Encoder, np.ndarray, HeldOut] = (
+        tuned, tuned_embeddings, _slice_logits(texts, labels, tuned_embeddings, fit_rows, calibration_rows))
+    choice = {"tuned": kept[2].accuracy(labels)}
+    bar = choice["tuned"] + ENCODER_CHOICE_MARGIN
+    for candidate in candidates:
+        embeddings = candidate.encode(texts)
+        held_out = _slice_logits(texts, labels, embeddings, fit_rows, calibration_rows)
+        choice[candidate.name] = held_out.accuracy(labels)
+        if choice[candidate.name] > bar:
+            kept, bar = (candidate, embeddings, held_out), choice[candidate.name]
+    if kept[0] is not tuned:
+        log.warning("the fine-tuned encoder scored below the frozen %s on the held-out slice (%.3f < %.3f); "
+                    "using the frozen one", kept[0].name, choice["tuned"], choice[kept[0].name])
+    return *kept, choice
 
 
 def _scratch_dir() -> Path:
@@ -318,14 +339,6 @@ def _scratch_dir() -> Path:
     directory.chmod(0o755)  # mkdtemp makes it private; `save` copies the mode, and the model is no secret
     atexit.register(shutil.rmtree, directory, True)
     return directory
-
-
-def _training_encoder() -> SentenceEncoder | None:
-    try:
-        return load_encoder()
-    except EncoderUnavailable as exc:
-        log.warning("sentence encoder unavailable, training on TF-IDF features alone (less accurate): %s", exc)
-        return None
 
 
 @dataclass
@@ -343,6 +356,10 @@ class HeldOut:
         """Share of the rows whose top logit is their label (`out_of_scope` counts as a label)."""
         classes = np.asarray(sorted(set(labels.tolist())))
         return float((classes[self.logits.argmax(axis=1)] == labels[self.rows]).mean())
+
+
+Chosen = tuple[Encoder | None, np.ndarray | None, HeldOut | None, dict[str, float]]
+"""The encoder kept, every text's embedding by it, the held-out logits, and each candidate's held-out accuracy."""
 
 
 def _held_out_logits(texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> HeldOut | None:
@@ -440,19 +457,20 @@ def _fit_detector(held_out: HeldOut | None, labels: np.ndarray, embeddings: np.n
 
 
 def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,
-                          encoder: SentenceEncoder | None = None) -> IntentClassifier:
+                          encoders: Sequence[Encoder] | None = None) -> IntentClassifier:
     """The default intent model, trained once from the shipped CSV and cached by its hash and the model kind."""
-    if encoder is None:
-        encoder = _training_encoder()
-    kind = f"format{FORMAT}:features{FEATURES}:{encoder.name if encoder else 'tfidf'}".encode()
+    if encoders is None:
+        encoders = frozen_encoders()
+    names = "+".join(encoder.name for encoder in encoders) or "tfidf"
+    kind = f"format{FORMAT}:features{FEATURES}:{names}".encode()
     digest = hashlib.sha256(data.read_bytes() + kind).hexdigest()[:16]
     directory = cache_dir / f"default-{digest}"
     try:
-        return IntentClassifier.load(directory, encoder)
+        return IntentClassifier.load(directory, encoders)
     except (FileNotFoundError, ValueError, EOFError):
         pass
     texts, labels = read_examples(data)
-    model = IntentClassifier.train(texts, labels, name="default", encoder=encoder)
+    model = IntentClassifier.train(texts, labels, name="default", encoders=encoders)
     staging = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
     try:
         model.save(staging)

@@ -35,7 +35,7 @@ async def redact_text(body: RedactRequest) -> RedactResponse:
 @router.post("/embed", response_model=EmbedResponse, responses={503: {"model": ErrorResponse}})
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     """Sentence embeddings (L2-normalised), e.g. for semantic knowledge-base retrieval."""
-    encoder = request.app.state.analyzer.registry.encoder
+    encoder = request.app.state.analyzer.registry.embedding_encoder
     if encoder is None:
         raise ServiceUnavailable("the sentence encoder is not available on this nlp service")
     texts = [text[:4000] for text in body.texts]

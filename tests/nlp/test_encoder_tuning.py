@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier, calibration_split
+from services.nlp.classifier import ENCODER_CHOICE_MARGIN, OUT_OF_SCOPE, IntentClassifier, calibration_split
 from services.nlp.encoder import MANIFEST_FILE, MODEL_FILE, load_encoder
 from services.nlp.encoder_tuning import TUNED_NAME, TuningOptions
 
@@ -68,8 +68,9 @@ def test_the_model_directory_carries_its_encoder(tuned: tuple[IntentClassifier, 
     assert loaded.encoder is not None and loaded.encoder.directory == moved / "encoder"
     meta = loaded.meta["encoder"]
     assert meta["name"] == TUNED_NAME and meta["path"] == "encoder"
-    choice = loaded.meta["encoder_choice"]  # both were scored on the held-out slice; tuned won
-    assert choice["tuned"] >= choice["shared"], choice
+    choice = loaded.meta["encoder_choice"]  # all three were scored on the held-out slice; tuned was kept
+    assert set(choice) == {"tuned", "minilm-l6-int8", "use-multilingual-v3"}
+    assert max(choice.values()) <= choice["tuned"] + ENCODER_CHOICE_MARGIN, choice
     assert meta["tuned"]["epochs"] == 4 and len(meta["tuned"]["epoch_losses"]) == 4
     assert meta["tuned"]["epoch_losses"][-1] < meta["tuned"]["epoch_losses"][0]  # it learned
     for text, _ in UNSEEN + [("what's the weather in Berlin", OUT_OF_SCOPE)]:
@@ -143,27 +144,46 @@ class MeaninglessEncoder:
         return np.stack([self.encode_one(text) for text in texts])
 
 
-def test_a_tuned_encoder_that_scores_below_the_shared_one_is_not_kept(
-        shared_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+def tuned_against(scores: list[float], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> IntentClassifier:
+    """Train with tuning, the slice accuracies given: tuned first, then MiniLM's, then USE multilingual's."""
     import services.nlp.classifier as classifier
 
     monkeypatch.setattr(classifier, "tune_encoder", lambda *args: MeaninglessEncoder(tmp_path))
-    # On this small set both score 1.0 on the slice; what is decided here is what a lower score leads to.
-    scores = iter([0.62, 0.91])  # the tuned encoder's slice is scored first, then the shared one's
-    monkeypatch.setattr(classifier.HeldOut, "accuracy", lambda self, labels: next(scores))
+    # On this small set all score 1.0 on the slice; what is decided here is what a lower score leads to.
+    given = iter(scores)
+    monkeypatch.setattr(classifier.HeldOut, "accuracy", lambda self, labels: next(given))
     texts = LOST + ARRIVE + OTHER
     labels = ["lost_card"] * len(LOST) + ["card_arrival"] * len(ARRIVE) + [OUT_OF_SCOPE] * len(OTHER)
-    model = IntentClassifier.train(texts, labels, name="cards", tuning=TuningOptions())
-    assert model.meta["encoder_choice"] == {"tuned": 0.62, "shared": 0.91}
+    return IntentClassifier.train(texts, labels, name="cards", tuning=TuningOptions())
+
+
+def test_a_tuned_encoder_that_scores_below_a_frozen_one_is_not_kept(
+        shared_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    model = tuned_against([0.62, 0.91, 0.80], monkeypatch, tmp_path)
+    assert model.meta["encoder_choice"] == {"tuned": 0.62, "minilm-l6-int8": 0.91, "use-multilingual-v3": 0.80}
     assert model.meta["encoder"]["name"] == "minilm-l6-int8" and "path" not in model.meta["encoder"]
-    assert "using the shared encoder" in caplog.text
+    assert "scored below the frozen minilm-l6-int8" in caplog.text
     assert model.meta["out_of_scope_detector"] == "second_stage"  # calibrated on the same slice
     model.save(tmp_path / "model")
     assert not (tmp_path / "model" / "encoder").exists()
     loaded = IntentClassifier.load(tmp_path / "model")
     assert loaded.encoder is not None and loaded.encoder.name == "minilm-l6-int8"
     assert loaded.predict("I lost my card").intent == "lost_card"
+
+
+def test_the_best_frozen_encoder_is_kept_over_a_weaker_tuned_one(
+        shared_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = tuned_against([0.62, 0.80, 0.91], monkeypatch, tmp_path)
+    assert model.meta["encoder"]["name"] == "use-multilingual-v3"
+    assert model.predict("I lost my card").intent == "lost_card"
+
+
+def test_a_frozen_encoder_within_the_margin_does_not_replace_the_tuned_one(
+        shared_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    within = 0.90 + ENCODER_CHOICE_MARGIN * 0.9
+    model = tuned_against([0.90, within, within - 0.001], monkeypatch, tmp_path)
+    assert model.meta["encoder"]["name"] == TUNED_NAME and model.meta["encoder"]["path"] == "encoder"
 
 
 def test_held_out_accuracy_counts_the_top_logit_against_each_row_label() -> None:
