@@ -91,6 +91,9 @@ def run(name: str, split: tuple[list[str], list[str], list[str], list[str]], mod
         started = time.perf_counter()
         model = build()
         train_s = time.perf_counter() - started
+        if isinstance(model, IntentClassifier):
+            print(f"{label}: encoder {(model.meta['encoder'] or {}).get('name')}, "
+                  f"held-out accuracy of each candidate {model.meta['encoder_choice']}", flush=True)
         if isinstance(model, Baseline) and OUT_OF_SCOPE in tr_y:
             model.threshold = 0.5  # a common max-probability rule for the baseline
         result = evaluate(model, va_x, va_y)  # type: ignore[arg-type]
