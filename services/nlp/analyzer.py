@@ -92,9 +92,10 @@ class Analyzer:
         encoders = frozen_encoders(settings)  # TF-IDF-only models work without; one that needs a missing one won't
         default = (IntentClassifier.load(settings.model_dir, encoders) if settings.model_dir
                    else load_or_train_default(models_dir, encoders=encoders))
+        encoder = (default.meta.get("encoder") or {}).get("name", "none")
         log.info("intent model loaded", extra={"supportbot.model": default.name,
                                                "supportbot.intents": len(default.labels),
-                                               "supportbot.encoder": (default.meta.get("encoder") or {}).get("name", "none")})
+                                               "supportbot.encoder": encoder})
         return cls(ModelRegistry(default, models_dir, encoders))
 
     def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:

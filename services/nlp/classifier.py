@@ -209,7 +209,7 @@ class IntentClassifier:
         fit_rows, calibration_rows = calibration_split(y)
         if tuning is not None and not len(calibration_rows):
             log.warning("too few examples to fine-tune the encoder and calibrate on a held-out slice "
-                        "(an intent needs 10); using the shared encoder")
+                        "(an intent needs 10); using the shared encoders")
             tuning = None
         candidates = list(frozen_encoders() if encoders is None else encoders)
         if tuning is not None:
