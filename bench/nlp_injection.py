@@ -8,7 +8,8 @@ indirect ones; en, ja, de, fr, es, it, nl) and 200 benign messages, most of them
 innocently ("please ignore my previous message", "what's your system for returns?"). The public datasets
 (BANKING77, CLINC150, HWU64, Bitext: 42k customer utterances the detector never saw) say how often
 ordinary traffic is flagged. The signals alone, the regression alone and the shipped score (the higher of
-the two) are reported side by side.
+the two) are reported side by side, and the shipped score once more without the sentence embedding (as it
+was before USE multilingual was added, and as it is where that encoder is not installed).
 
     python bench/nlp_injection.py [--data ../shared/data] [--threshold 0.5]
 """
@@ -30,6 +31,7 @@ from services.nlp.injection import (  # noqa: E402
     InjectionDetector,
     signal_score,
 )
+from services.nlp.multilingual_encoder import load_multilingual_encoder  # noqa: E402
 
 TEST_CSV = Path(__file__).resolve().parent / "data" / "injection_test.csv"
 
@@ -78,11 +80,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
-    detector = InjectionDetector.from_shipped_data()
+    detector = InjectionDetector.from_shipped_data(encoder=load_multilingual_encoder())
     scores: dict[str, Callable[[str], float]] = {
         "signals": signal_score,
         f"regression (0.5 at P = {PROBABILITY_AT_HALF})": detector.regression_score,
         "shipped score": detector.score,
+        "shipped score without the embedding": InjectionDetector.from_shipped_data().score,
     }
     datasets = public(args.data)
     for label, score in scores.items():

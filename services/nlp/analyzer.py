@@ -10,6 +10,7 @@ from services.nlp.classifier import IntentClassifier, load_or_train_default
 from services.nlp.encoders import Encoder, frozen_encoders
 from services.nlp.entities import extract_entities
 from services.nlp.injection import InjectionDetector
+from services.nlp.multilingual_encoder import ENCODER_NAME as MULTILINGUAL
 from services.nlp.language import detect_language
 from services.nlp.sentiment import SentimentAnalyzer
 from supportbot.contracts.common import Intent
@@ -83,7 +84,8 @@ class Analyzer:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self.sentiment = SentimentAnalyzer()
-        self.injection = InjectionDetector.from_shipped_data()
+        multilingual = [encoder for encoder in registry.encoders if encoder.name == MULTILINGUAL]
+        self.injection = InjectionDetector.from_shipped_data(encoder=multilingual[0] if multilingual else None)
         detect_language("warm up the language profiles once")
 
     @classmethod
@@ -100,7 +102,10 @@ class Analyzer:
 
     def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:
         model = self.registry.for_tenant(tenant_id)
-        prediction = model.predict(text)
+        # One embedding for both when the intent model uses the injection detector's encoder.
+        encoder = self.injection.encoder
+        embedding = encoder.encode_one(text) if encoder is not None and model.encoder is encoder else None
+        prediction = model.predict(text, embedding=embedding)
         language = detect_language(text)
         redacted, spans = redact(text)
         return AnalyzeResponse(
@@ -112,6 +117,6 @@ class Analyzer:
             language=language,
             pii=[PiiSpan(type=s.type, start=s.start, end=s.end) for s in spans],
             redacted_text=redacted,
-            injection_score=self.injection.score(text),
+            injection_score=self.injection.score(text, embedding),
             model=model.name,
         )

@@ -236,8 +236,10 @@ class IntentClassifier:
         })
         return cls(parts, meta, encoder)
 
-    def predict(self, text: str, top_k: int = 3) -> Prediction:
-        embedding = self.encoder.encode_one(text) if self.encoder else None
+    def predict(self, text: str, top_k: int = 3, embedding: np.ndarray | None = None) -> Prediction:
+        """`embedding`: the text's, by `self.encoder`, when the caller has it already."""
+        if embedding is None and self.encoder is not None:
+            embedding = self.encoder.encode_one(text)
         probabilities = self.model.probabilities_one(text, embedding)
         order = np.argsort(probabilities)[::-1][:top_k]
         best = self.labels[order[0]]

@@ -1,8 +1,10 @@
 """A prompt-injection score (0 to 1): a guardrail signal, not a verdict.
 
 Two parts, and the score is the higher of them. `InjectionDetector` is a logistic regression over character
-and word n-grams, trained at start-up (under a second) on `supportbot/data/injection/examples.csv` (200
-attacks, 200 look-alike customer messages) and the default intents as ordinary traffic; its probability is
+and word n-grams and, where it is installed, the USE multilingual sentence embedding (weight 2, as in the
+intent model: it carries attacks over to paraphrases and languages the n-grams never saw), trained at
+start-up (a few seconds) on `supportbot/data/injection/examples.csv` (200 attacks, 200 look-alike customer
+messages) and the default intents as ordinary traffic; its probability is
 shifted so that 0.5 means 0.9 before the shift, since balanced class weights assume far more attacks than
 real traffic holds. `signal_score` matches hand-written phrasings of the techniques. Measured in
 docs/benchmarks.md (`bench/nlp_injection.py`).
@@ -31,7 +33,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from services.nlp import tokens
-from services.nlp.classifier import normalize, read_examples
+from services.nlp.classifier import EMBEDDING_WEIGHT, normalize, read_examples
+from services.nlp.encoders import Encoder
 from services.nlp.features import tfidf_row
 from supportbot.resources import DATA_DIR, DEFAULT_INTENTS_CSV
 
@@ -208,52 +211,64 @@ def _deobfuscate(text: str) -> str:
 
 @dataclass
 class InjectionDetector:
-    """Character 2–5-grams and (Japanese-aware) word 1–2-grams → logistic regression, plus `signal_score`."""
+    """Character 2–5-grams, (Japanese-aware) word 1–2-grams and optionally a sentence embedding → logistic
+    regression, plus `signal_score`."""
 
     chars: TfidfVectorizer
     words: TfidfVectorizer
     char_weights: np.ndarray
     word_weights: np.ndarray
     intercept: float
+    encoder: Encoder | None = None
+    embedding_weights: np.ndarray | None = None  # already scaled by EMBEDDING_WEIGHT
 
     @classmethod
-    def train(cls, texts: list[str], is_injection: list[bool]) -> InjectionDetector:
+    def train(cls, texts: list[str], is_injection: list[bool], encoder: Encoder | None = None) -> InjectionDetector:
         chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True,
                                 min_df=2, dtype=np.float32)
         words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None,
                                 ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
-        features = sp.hstack([chars.fit_transform(texts), words.fit_transform(texts)], format="csr")
+        blocks = [chars.fit_transform(texts), words.fit_transform(texts)]
+        if encoder is not None:
+            blocks.append(sp.csr_matrix(encoder.encode(texts) * EMBEDDING_WEIGHT))
         model = LogisticRegression(C=REGULARISATION_C, class_weight="balanced", max_iter=3000)
-        model.fit(features, np.asarray(is_injection))
+        model.fit(sp.hstack(blocks, format="csr"), np.asarray(is_injection))
         weights = model.coef_[0].astype(np.float32)
-        n_chars = len(chars.vocabulary_)
-        return cls(chars, words, weights[:n_chars], weights[n_chars:], float(model.intercept_[0]))
+        n_chars, n_words = len(chars.vocabulary_), len(words.vocabulary_)
+        embedding_weights = None if encoder is None else weights[n_chars + n_words:] * EMBEDDING_WEIGHT
+        return cls(chars, words, weights[:n_chars], weights[n_chars:n_chars + n_words], float(model.intercept_[0]),
+                   encoder, embedding_weights)
 
     @classmethod
-    def from_shipped_data(cls, examples: Path = INJECTION_EXAMPLES_CSV,
-                          ordinary: Path = DEFAULT_INTENTS_CSV) -> InjectionDetector:
+    def from_shipped_data(cls, examples: Path = INJECTION_EXAMPLES_CSV, ordinary: Path = DEFAULT_INTENTS_CSV,
+                          encoder: Encoder | None = None) -> InjectionDetector:
         """Trained on the shipped attack and look-alike examples, with the default intents as ordinary traffic."""
         with examples.open(newline="", encoding="utf-8") as handle:
             rows = [(row["text"], row["label"] == "injection") for row in csv.DictReader(handle)]
         traffic, _ = read_examples(ordinary)
-        return cls.train([t for t, _ in rows] + traffic, [flag for _, flag in rows] + [False] * len(traffic))
+        return cls.train([t for t, _ in rows] + traffic, [flag for _, flag in rows] + [False] * len(traffic),
+                         encoder)
 
-    def probability(self, text: str) -> float:
-        """The regression's own P(injection), before the shift."""
+    def probability(self, text: str, embedding: np.ndarray | None = None) -> float:
+        """The regression's own P(injection), before the shift. `embedding`: the text's, by `self.encoder`,
+        when the caller has it already."""
         z = self.intercept
         for vectorizer, weights in ((self.chars, self.char_weights), (self.words, self.word_weights)):
             columns, values = tfidf_row(vectorizer, text)
             z += float(values @ weights[columns])
+        if self.encoder is not None and self.embedding_weights is not None:
+            vector = self.encoder.encode_one(text) if embedding is None else embedding
+            z += float(vector @ self.embedding_weights)
         return 1.0 / (1.0 + math.exp(-z))
 
-    def regression_score(self, text: str) -> float:
+    def regression_score(self, text: str, embedding: np.ndarray | None = None) -> float:
         """The probability shifted so that `PROBABILITY_AT_HALF` reads as 0.5."""
-        z = _logit(self.probability(text)) - _logit(PROBABILITY_AT_HALF)
+        z = _logit(self.probability(text, embedding)) - _logit(PROBABILITY_AT_HALF)
         return 1.0 / (1.0 + math.exp(-z))
 
-    def score(self, text: str) -> float:
+    def score(self, text: str, embedding: np.ndarray | None = None) -> float:
         """The higher of `regression_score` and `signal_score`, 0 to 1."""
-        return round(max(self.regression_score(text), signal_score(text)), 4)
+        return round(max(self.regression_score(text, embedding), signal_score(text)), 4)
 
 
 def _logit(p: float) -> float:
