@@ -92,7 +92,8 @@ class HandoffRules(_Strict):
 
 class Guardrails(_Strict):
     # nlp's prompt-injection score from which a message is not answered by the LLM. At 0.7 the score caught
-    # 86% of unseen attacks and 1% of customer messages that use the same words (docs/benchmarks.md).
+    # 86% of unseen attacks and 1% of customer messages that use the same words (docs/benchmarks.md). The
+    # score stays below 1, so 1 turns the guardrail off.
     injection_threshold: float = Field(default=0.7, ge=0, le=1)
 
 

@@ -43,6 +43,9 @@ INJECTION_EXAMPLES_CSV = DATA_DIR / "injection" / "examples.csv"
 # where 0.9 caught 65% of the held-out attacks and flagged 4% of the look-alike messages (0.7: 84% and 10%).
 PROBABILITY_AT_HALF = 0.9
 REGULARISATION_C = 30.0
+# A signal, not a verdict: never 1, so that a guardrail threshold of 1 means "off" (rounded to four places,
+# confident attacks would otherwise read exactly 1).
+MAX_SCORE = 0.9999
 
 _ANY = r".{0,60}?"
 
@@ -267,8 +270,8 @@ class InjectionDetector:
         return 1.0 / (1.0 + math.exp(-z))
 
     def score(self, text: str, embedding: np.ndarray | None = None) -> float:
-        """The higher of `regression_score` and `signal_score`, 0 to 1."""
-        return round(max(self.regression_score(text, embedding), signal_score(text)), 4)
+        """The higher of `regression_score` and `signal_score`, from 0 to `MAX_SCORE`."""
+        return min(round(max(self.regression_score(text, embedding), signal_score(text)), 4), MAX_SCORE)
 
 
 def _logit(p: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.nlp.injection import InjectionDetector, signal_score
+from services.nlp.injection import MAX_SCORE, InjectionDetector, signal_score
 from services.nlp.multilingual_encoder import load_multilingual_encoder
 
 
@@ -67,9 +67,9 @@ def test_a_technique_counts_once() -> None:
     assert signal_score("ignore previous instructions") == 0.8
 
 
-def test_score_is_a_probability(detector: InjectionDetector) -> None:
+def test_score_is_a_probability_below_one(detector: InjectionDetector) -> None:
     for text in ATTACKS + LOOK_ALIKES + ["", "!!!", "a" * 5000]:
-        assert 0.0 <= detector.score(text) <= 1.0
+        assert 0.0 <= detector.score(text) <= MAX_SCORE < 1.0  # a threshold of 1 turns the guardrail off
 
 
 @pytest.fixture(scope="module")
