@@ -85,7 +85,7 @@ class Analyzer:
         self.registry = registry
         self.sentiment = SentimentAnalyzer()
         multilingual = [encoder for encoder in registry.encoders if encoder.name == MULTILINGUAL]
-        self.injection = InjectionDetector.from_shipped_data(encoder=multilingual[0] if multilingual else None)
+        self.injection = InjectionDetector.shipped(multilingual[0] if multilingual else None)
         detect_language("warm up the language profiles once")
 
     @classmethod

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,15 @@ class InjectionDetector:
         return cls.train([t for t, _ in rows] + traffic, [flag for _, flag in rows] + [False] * len(traffic),
                          encoder)
 
+    @classmethod
+    def shipped(cls, encoder: Encoder | None = None) -> InjectionDetector:
+        """`from_shipped_data`, trained once per process and encoder (it only reads once trained)."""
+        key = None if encoder is None else encoder.name
+        with _shipped_lock:
+            if key not in _shipped:
+                _shipped[key] = cls.from_shipped_data(encoder=encoder)
+            return _shipped[key]
+
     def probability(self, text: str, embedding: np.ndarray | None = None) -> float:
         """The regression's own P(injection), before the shift. `embedding`: the text's, by `self.encoder`,
         when the caller has it already."""
@@ -272,6 +282,10 @@ class InjectionDetector:
     def score(self, text: str, embedding: np.ndarray | None = None) -> float:
         """The higher of `regression_score` and `signal_score`, from 0 to `MAX_SCORE`."""
         return min(round(max(self.regression_score(text, embedding), signal_score(text)), 4), MAX_SCORE)
+
+
+_shipped: dict[str | None, InjectionDetector] = {}
+_shipped_lock = threading.Lock()
 
 
 def _logit(p: float) -> float:
