@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -39,11 +39,8 @@ class MultilingualEncoder:
         except ImportError as exc:
             raise EncoderUnavailable(f"the multilingual encoder needs {SOURCE_PACKAGE} (install supportbot[nlp]): "
                                      f"{exc}") from exc
-        try:
-            source = f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}"
-        except PackageNotFoundError:  # importable without its metadata (a vendored copy)
-            source = SOURCE_PACKAGE
-        self.manifest: dict[str, Any] = {"name": ENCODER_NAME, "source": source, "dimension": DIMENSION}
+        self.manifest: dict[str, Any] = {"name": ENCODER_NAME, "dimension": DIMENSION,
+                                         "source": f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}"}
         self._use = USE(threads=1)  # one utterance at a time: more BLAS threads only add synchronisation
         self._use.encode("load the weights now, not on the first request")
 
