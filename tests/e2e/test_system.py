@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.nlp.classifier import load_or_train_default
 from tests.helpers import free_port_block, spawn, wait_until_ready
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +37,17 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
-    """`supportbot up --base-port N` on the embedded defaults (SQLite, in-process cache, offline LLM)."""
+def system(tmp_path: Path, model_cache_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], Path]]:
+    """`supportbot up --base-port N` on the embedded defaults (SQLite, in-process cache, offline LLM).
+
+    The default intent model is the session's, copied to where the nlp service caches it: training it at
+    first start takes 60 to 90 s on two cores, which is the start-up path's own test
+    (tests/nlp/test_analyzers.py), not this one's.
+    """
+    load_or_train_default(model_cache_dir)
+    for cached in model_cache_dir.glob("default-*"):
+        if ".tmp-" not in cached.name:
+            shutil.copytree(cached, tmp_path / "state" / "models" / cached.name)
     base = free_port_block(4)
     log_path = tmp_path / "up.log"
     env = clean_env(tmp_path, SUPPORTBOT_BOOTSTRAP_API_KEY=API_KEY)
