@@ -33,6 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +92,17 @@ class SentenceEncoder:
         return self._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings of many texts (duplicates embedded once), identical to `encode_one` of each."""
-        unique: dict[str, np.ndarray] = {}
-        for text in texts:
-            if text not in unique:
-                unique[text] = self.encode_one(text)
+        """Embeddings of many texts (duplicates embedded once), identical to `encode_one` of each.
+
+        One text per call as at prediction time, on as many threads as this process has CPUs: each call
+        runs on one, and onnxruntime releases the GIL while it computes.
+        """
+        unique = list(dict.fromkeys(texts))
         if not unique:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([unique[text] for text in texts]).astype(np.float32, copy=False)
+        with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+            vectors = dict(zip(unique, pool.map(self.encode_one, unique), strict=True))
+        return np.stack([vectors[text] for text in texts]).astype(np.float32, copy=False)
 
 
 _loaded: dict[Path, SentenceEncoder] = {}

