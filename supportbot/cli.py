@@ -99,6 +99,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {value}")
+    return number
+
+
 def _share(value: str) -> float:
     number = float(value)
     if not 0 < number <= 1:
@@ -123,7 +130,10 @@ def cmd_intents_train(args: argparse.Namespace) -> int:
         return 2
     tuning = None
     if args.encoder == "tuned":
-        tuning = TuningOptions() if args.epochs is None else TuningOptions(epochs=args.epochs)
+        chosen: dict[str, Any] = {} if args.epochs is None else {"epochs": args.epochs}
+        if args.tuning_budget is not None:
+            chosen["time_budget_s"] = args.tuning_budget or None
+        tuning = TuningOptions(**chosen)
     options: dict[str, Any] = {"name": args.name or args.data.stem}
     if args.oos_recall is not None:
         options["out_of_scope_recall"] = args.oos_recall
@@ -347,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "a shared encoder that scores clearly higher held out is kept instead) or only "
                             "choose between the shared, frozen ones, MiniLM and USE multilingual (seconds)")
     train.add_argument("--epochs", type=_positive_int, default=None, help="fine-tuning epochs (default 4)")
+    train.add_argument("--tuning-budget", type=_seconds, default=None, metavar="SECONDS",
+                       help="fine-tuning ends its schedule early, after fewer epochs, rather than run longer than "
+                            "this (default 270; 0: no limit)")
     train.add_argument("--oos-recall", type=_share, default=None,
                        help="out-of-scope recall the threshold aims for on held-out rows (default 0.85)")
     train.set_defaults(func=cmd_intents_train)

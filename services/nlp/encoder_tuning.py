@@ -8,8 +8,10 @@ encoder is only a better embedding of this data set's utterances.
 
 The word-embedding table (half of the 22M weights) stays frozen: updating it costs a fifth of the time and
 gained nothing on BANKING77. On CPUs with native bfloat16 the forward pass runs under bf16 autocast, 1.6x
-faster at the same held-out accuracy (docs/benchmarks.md). Needs torch and transformers (the `nlp` extra);
-uses every CPU this process may run on.
+faster at the same held-out accuracy (docs/benchmarks.md). Without it (AVX2-only CPUs) a step costs about
+three times as much, so tuning has a time budget: it measures its own pace as it goes and ends the linear
+decay early, after fewer epochs, when all of them would overrun (`TuningOptions.time_budget_s`). Needs torch
+and transformers (the `nlp` extra); uses every CPU this process may run on.
 """
 
 from __future__ import annotations
@@ -52,6 +54,34 @@ class TuningOptions:
     label_smoothing: float = 0.1
     seed: int = 0
     bf16: bool | None = None  # bfloat16 autocast; None: where the CPU computes it natively (AVX512-BF16, AMX)
+    # Seconds of training steps at most (None: no limit). The default keeps `intents train` on BANKING77 under
+    # 10 minutes on 2 cores whether or not the CPU has bfloat16 (docs/benchmarks.md).
+    time_budget_s: float | None = 270.0
+
+
+BUDGET_CHECK_EVERY = 25  # steps between re-estimates of how many steps the time budget affords
+
+
+@dataclass
+class Schedule:
+    """Linear warm-up then linear decay to zero over `total` steps, where `total` is what the budget affords."""
+
+    planned: int
+    warmup_share: float
+    total: int = 0
+
+    def __post_init__(self) -> None:
+        self.total = self.planned
+
+    def factor(self, step: int) -> float:
+        """The learning-rate multiplier at `step` (LambdaLR's contract)."""
+        warmup = max(1, int(self.warmup_share * self.total))
+        return min(1.0, (step + 1) / warmup) * max(0.0, (self.total - step) / self.total)
+
+    def fit_budget(self, done: int, elapsed: float, budget: float) -> None:
+        """Re-plan from the pace so far: `done` steps took `elapsed` seconds of a `budget`."""
+        affordable = int(budget * done / elapsed) if elapsed > 0 else self.planned
+        self.total = min(self.planned, max(done + 1, affordable))
 
 
 def tune_encoder(texts: Sequence[str], labels: Sequence[str], out: Path,
@@ -101,17 +131,18 @@ def _train(bert: Any, source: Path, texts: list[str], labels: list[str],
     optimizer = torch.optim.AdamW([{"params": trained, "lr": options.encoder_lr},
                                    {"params": head.parameters(), "lr": options.head_lr}], weight_decay=0.01)
     per_epoch = -(-len(texts) // options.batch_size)
-    total = options.epochs * per_epoch
-    warmup = max(1, int(options.warmup_share * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / total))
+    schedule = Schedule(options.epochs * per_epoch, options.warmup_share)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     lengths = [len(text) for text in texts]
     losses: list[float] = []
+    step = 0
+    started = time.perf_counter()
     bert.train()
     for _ in range(options.epochs):
-        running = 0.0
-        batches = _length_bucketed(lengths, options.batch_size, rng)
-        for batch in batches:
+        running, run = 0.0, 0
+        for batch in _length_bucketed(lengths, options.batch_size, rng):
+            if step >= schedule.total:
+                break
             encoded = tokenizer.encode_batch([texts[i] for i in batch])
             ids = torch.tensor([e.ids for e in encoded])
             mask = torch.tensor([e.attention_mask for e in encoded])
@@ -125,9 +156,16 @@ def _train(bert: Any, source: Path, texts: list[str], labels: list[str],
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += loss.item()
-        losses.append(round(running / len(batches), 4))
-    return {"epoch_losses": losses, "bf16": bf16}
+            running, run, step = running + loss.item(), run + 1, step + 1
+            if options.time_budget_s is not None and step % BUDGET_CHECK_EVERY == 0:
+                schedule.fit_budget(step, time.perf_counter() - started, options.time_budget_s)
+        if run:
+            losses.append(round(running / run, 4))
+    if step < schedule.planned:
+        log.warning("fine-tuning stopped by its time budget after %.2f of %d epochs (%.0f s)",
+                    step / per_epoch, options.epochs, options.time_budget_s or 0)
+    return {"epoch_losses": losses, "bf16": bf16, "steps": step, "planned_steps": schedule.planned,
+            "epochs_run": round(step / per_epoch, 2)}
 
 
 def _native_bf16() -> bool:

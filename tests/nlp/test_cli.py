@@ -33,11 +33,13 @@ def supportbot(*args: str) -> subprocess.CompletedProcess[str]:
 def test_train_then_eval_json(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     trained = supportbot("intents", "train", "--data", str(write(tmp_path / "train.csv", TRAIN)),
-                         "--out", str(model_dir), "--epochs", "1")
+                         "--out", str(model_dir), "--epochs", "1", "--tuning-budget", "600")
     assert trained.returncode == 0, trained.stderr
     assert "sentence encoder: minilm-l6-int8-tuned" in trained.stdout  # fine-tuned by default
     meta = json.loads((model_dir / "meta.json").read_text())
-    assert meta["encoder"]["tuned"]["epochs"] == 1 and (model_dir / "encoder" / "model_int8.onnx").is_file()
+    tuned = meta["encoder"]["tuned"]
+    assert tuned["epochs"] == 1 and (model_dir / "encoder" / "model_int8.onnx").is_file()
+    assert tuned["time_budget_s"] == 600 and tuned["steps"] == tuned["planned_steps"]  # a budget that did not bind
     evaluated = supportbot("intents", "eval", "--model", str(model_dir), "--data",
                            str(write(tmp_path / "test.csv", TEST)), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -74,3 +76,7 @@ def test_train_on_the_shared_encoder_replaces_a_tuned_model(tmp_path: Path) -> N
     recall = supportbot("intents", "train", "--data", str(tmp_path / "train.csv"), "--out", str(model_dir),
                         "--oos-recall", "1.5")
     assert recall.returncode == 2 and "--oos-recall" in recall.stderr
+    for seconds in ("-5", "nan", "soon"):
+        budget = supportbot("intents", "train", "--data", str(tmp_path / "train.csv"), "--out", str(model_dir),
+                            "--tuning-budget", seconds)
+        assert budget.returncode == 2 and "--tuning-budget" in budget.stderr, seconds

@@ -12,7 +12,7 @@ import pytest
 
 from services.nlp.classifier import ENCODER_CHOICE_MARGIN, OUT_OF_SCOPE, IntentClassifier, calibration_split
 from services.nlp.encoder import MANIFEST_FILE, MODEL_FILE, load_encoder
-from services.nlp.encoder_tuning import TUNED_NAME, TuningOptions
+from services.nlp.encoder_tuning import TUNED_NAME, Schedule, TuningOptions, tune_encoder
 
 # Two intents that share most of their words ("card"): a frozen general-purpose encoder puts them close.
 LOST = [f"{lead} my card {tail}" for lead in ("I lost", "I can't find", "someone stole", "I misplaced")
@@ -193,3 +193,31 @@ def test_held_out_accuracy_counts_the_top_logit_against_each_row_label() -> None
     logits = np.array([[0.0, 2.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])  # columns: a, b, out_of_scope
     held_out = HeldOut(np.array([1, 2, 4]), logits, [])
     assert held_out.accuracy(labels) == pytest.approx(2 / 3)  # row 1 (b) right, row 2 (a) wrong, row 4 right
+
+
+def test_schedule_shrinks_to_what_the_budget_affords_and_still_decays_to_zero() -> None:
+    schedule = Schedule(planned=1000, warmup_share=0.1)
+    assert schedule.factor(0) == pytest.approx(1 / 100) and schedule.factor(99) == pytest.approx(0.901)
+    schedule.fit_budget(done=50, elapsed=10.0, budget=60.0)  # 5 steps a second for 60 s
+    assert schedule.total == 300
+    assert schedule.factor(299) > 0 and schedule.factor(300) == 0  # the decay ends where the budget does
+    schedule.fit_budget(done=100, elapsed=1.0, budget=60.0)  # faster than planned: never more than planned
+    assert schedule.total == 1000
+    schedule.fit_budget(done=100, elapsed=600.0, budget=60.0)  # already over: stop after the next step
+    assert schedule.total == 101
+
+
+def test_tuning_past_its_time_budget_ends_early_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    texts = LOST + ARRIVE
+    labels = ["lost_card"] * len(LOST) + ["card_arrival"] * len(ARRIVE)
+    # 32 texts in batches of 4: 8 steps an epoch, 400 planned; a millisecond affords none past the first check.
+    encoder = tune_encoder(texts, labels, tmp_path / "budget",
+                           TuningOptions(epochs=50, batch_size=4, time_budget_s=0.001))
+    facts = encoder.manifest["tuned"]
+    assert facts["planned_steps"] == 400 and facts["steps"] == 26  # the first check comes after 25 steps
+    assert facts["epochs_run"] == 3.25 and len(facts["epoch_losses"]) == 4  # the last epoch partly run
+    assert "stopped by its time budget after 3.25 of 50 epochs" in caplog.text
+    assert encoder.encode_one("I lost my card").shape == (384,)  # exported and usable as any tuned encoder
+    unlimited = tune_encoder(texts, labels, tmp_path / "unlimited",
+                             TuningOptions(epochs=1, batch_size=4, time_budget_s=None)).manifest["tuned"]
+    assert unlimited["steps"] == unlimited["planned_steps"] == 8 and unlimited["time_budget_s"] is None
