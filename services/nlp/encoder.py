@@ -95,13 +95,19 @@ class SentenceEncoder:
         """Embeddings of many texts (duplicates embedded once), identical to `encode_one` of each.
 
         One text per call as at prediction time, on as many threads as this process has CPUs: each call
-        runs on one, and onnxruntime releases the GIL while it computes.
+        runs on one, and onnxruntime releases the GIL while it computes. A single text (a knowledge-search
+        query) stays on the caller's thread.
         """
         unique = list(dict.fromkeys(texts))
         if not unique:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-            vectors = dict(zip(unique, pool.map(self.encode_one, unique), strict=True))
+        workers = min(len(unique), len(os.sched_getaffinity(0)))
+        if workers == 1:
+            embedded = [self.encode_one(text) for text in unique]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                embedded = list(pool.map(self.encode_one, unique))
+        vectors = dict(zip(unique, embedded, strict=True))
         return np.stack([vectors[text] for text in texts]).astype(np.float32, copy=False)
 
 

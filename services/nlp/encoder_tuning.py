@@ -139,6 +139,8 @@ def _train(bert: Any, source: Path, texts: list[str], labels: list[str],
     started = time.perf_counter()
     bert.train()
     for _ in range(options.epochs):
+        if step >= schedule.total:
+            break
         running, run = 0.0, 0
         for batch in _length_bucketed(lengths, options.batch_size, rng):
             if step >= schedule.total:
