@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from supportbot.settings import DEFAULT_PORTS, GatewaySettings
+from supportbot.settings import DEFAULT_PORTS, GatewaySettings, NlpSettings
 
 
 def _app_factory(name: str) -> Callable[[], FastAPI]:
@@ -117,7 +117,6 @@ def cmd_intents_train(args: argparse.Namespace) -> int:
     from services.nlp.classifier import IntentClassifier, read_examples
     from services.nlp.encoder import EncoderUnavailable
     from services.nlp.encoder_tuning import TuningOptions
-    from supportbot.settings import NlpSettings
 
     if args.out is None and args.tenant is None:
         print("supportbot: give --out DIR or --tenant T", file=sys.stderr)
@@ -158,6 +157,7 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
     from services.nlp.evaluation import evaluate, format_report
 
     try:
+        NlpSettings()  # NLP_LATENCY_PLAN, read at the first prediction, named here when it is wrong
         model = IntentClassifier.load(args.model)
         texts, labels = read_examples(args.data)
     except (OSError, ValueError, EncoderUnavailable) as exc:

@@ -7,7 +7,7 @@ call `GatewaySettings()` (etc.) where the app is built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,6 +62,9 @@ class NlpSettings(CommonSettings):
     # The exported sentence encoder (about 24 MB); default: <data_dir>/models/encoders/minilm-l6-int8.
     encoder_dir: Path | None = Field(default=None, validation_alias="NLP_ENCODER_DIR")
     max_text_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
+    # auto: on a CPU too slow for the latency targets, intent models answer from words alone when those settle
+    # it and cut long encoder input (services.nlp.latency); off: always the full model.
+    latency_plan: Literal["auto", "off"] = Field(default="auto", validation_alias="NLP_LATENCY_PLAN")
 
 
 class DialogueSettings(CommonSettings):

@@ -44,9 +44,12 @@ from services.nlp import tokens
 from services.nlp.encoder import SentenceEncoder
 from services.nlp.encoder_tuning import TuningOptions, tune_encoder
 from services.nlp.encoders import Encoder, encoder_named, frozen_encoders
+from services.nlp.fast_path import FastPath, lowest_safe_threshold
 from services.nlp.features import tfidf_row
+from services.nlp.latency import LatencyPlan, Truncating, plan_for
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
+from supportbot.settings import NlpSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ OUT_OF_SCOPE = "out_of_scope"
 FORMAT = 2  # of model.joblib; directories of other formats must be retrained
 # What the features are made of, in the default model's cache key: a change retrains the cached default model.
 # 2: Japanese words segmented by MeCab (`services.nlp.tokens`). 3: the encoder chosen among the frozen ones.
-FEATURES = 3
+# 4: a words-only fast path (`services.nlp.fast_path`).
+FEATURES = 4
 EMBEDDING_WEIGHT = 2.0  # the embedding block's scale next to the unit-length TF-IDF blocks
 REGULARISATION_C = 10.0
 FOLDS = 5
@@ -113,13 +117,19 @@ class LinearModel:
     temperature: float = 1.0  # multiplies the logits; fitted on held-out predictions so confidence is calibrated
 
     @classmethod
-    def fit(cls, texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> LinearModel:
-        min_df = 2 if len(texts) >= 1000 else 1  # prune one-off n-grams where there are enough examples
-        words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None,
-                                ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
-        chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True,
-                                min_df=min_df, max_features=200_000, dtype=np.float32)
-        blocks = [words.fit_transform(texts), chars.fit_transform(texts)]
+    def fit(cls, texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None,
+            like: LinearModel | None = None) -> LinearModel:
+        """`like`: a model fitted on the same texts whose vectorizers to share (not refitted)."""
+        if like is not None:
+            words, chars = like.words, like.chars
+            blocks = [words.transform(texts), chars.transform(texts)]
+        else:
+            min_df = 2 if len(texts) >= 1000 else 1  # prune one-off n-grams where there are enough examples
+            words = TfidfVectorizer(preprocessor=normalize, tokenizer=tokens.words, token_pattern=None,
+                                    ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32)
+            chars = TfidfVectorizer(preprocessor=normalize, analyzer="char_wb", ngram_range=(1, 4),
+                                    sublinear_tf=True, min_df=min_df, max_features=200_000, dtype=np.float32)
+            blocks = [words.fit_transform(texts), chars.fit_transform(texts)]
         if embeddings is not None:
             blocks.append(sp.csr_matrix(embeddings * EMBEDDING_WEIGHT))
         # Converged tightly: at tol 1e-3 the fit stopped early enough to cost 0.5 (BANKING77) to 2.5 (CLINC150)
@@ -146,14 +156,23 @@ class LinearModel:
             z += embeddings @ self.embedding_weights
         return np.asarray(z)
 
-    def probabilities_one(self, text: str, embedding: np.ndarray | None) -> np.ndarray:
+    def row(self, text: str) -> Row:
+        """One utterance's TF-IDF blocks, as `probabilities_one` takes them."""
+        return tfidf_row(self.words, text), tfidf_row(self.chars, text)
+
+    def probabilities_one(self, text: str, embedding: np.ndarray | None, row: Row | None = None) -> np.ndarray:
+        """`row`: `self.row(text)` (or that of a model sharing these vectorizers), when the caller has it."""
         z = self.intercept.copy()
-        for vectorizer, weights in ((self.words, self.word_weights), (self.chars, self.char_weights)):
-            columns, values = tfidf_row(vectorizer, text)
+        for (columns, values), weights in zip(row or self.row(text), (self.word_weights, self.char_weights),
+                                              strict=True):
             z += values @ weights[columns]
         if self.embedding_weights is not None and embedding is not None:
             z += embedding @ self.embedding_weights
         return _softmax(z[None, :] * self.temperature)[0]
+
+
+Row = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""An utterance's word and character TF-IDF rows: (columns, values) each."""
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -170,12 +189,18 @@ class Prediction:
 
 
 class IntentClassifier:
-    """The intent model, the out-of-scope detector and threshold chosen for it, and the encoder it uses."""
+    """The intent model, the out-of-scope detector and threshold chosen for it, its words-only fast path, and
+    the encoder it uses."""
 
-    def __init__(self, parts: dict[str, Any], meta: dict[str, Any], encoder: Encoder | None) -> None:
+    def __init__(self, parts: dict[str, Any], meta: dict[str, Any], encoder: Encoder | None,
+                 plan: LatencyPlan | None = None) -> None:
+        """`plan`: how to keep within the latency targets; None: measured on first use (`services.nlp.latency`),
+        unless `NLP_LATENCY_PLAN=off`."""
         self.model: LinearModel = parts["model"]
         self.references: References | None = parts.get("references")
         self.detector: OutOfScopeDetector | None = parts.get("detector")
+        self.fast_path: FastPath | None = parts.get("fast_path")
+        self._plan = plan
         self.meta = meta
         self.encoder = encoder
         self.labels: list[str] = list(self.model.labels)
@@ -185,6 +210,16 @@ class IntentClassifier:
     @property
     def name(self) -> str:
         return str(self.meta.get("name", "intents"))
+
+    @property
+    def plan(self) -> LatencyPlan:
+        if self._plan is None:
+            self._plan = plan_for(self.encoder, enabled=NlpSettings().latency_plan != "off")
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: LatencyPlan) -> None:
+        self._plan = plan
 
     @classmethod
     def train(cls, texts: list[str], labels: list[str], *, name: str, encoders: Sequence[Encoder] | None = None,
@@ -225,10 +260,14 @@ class IntentClassifier:
         if held_out is not None:
             model.temperature = fit_temperature(held_out.logits, y[held_out.rows], model.labels)
         meta["temperature"] = round(model.temperature, 4)
+        rejected = None
         if OUT_OF_SCOPE in model.labels:
-            detector, found = _fit_detector(held_out, y, embeddings, model.temperature, out_of_scope_recall)
+            detector, found, rejected = _fit_detector(held_out, y, embeddings, model.temperature,
+                                                      out_of_scope_recall)
             parts["detector"] = detector
             meta.update(found)
+        parts["fast_path"], meta["fast_path"] = (None, None) if encoder is None else _fit_fast_path(
+            texts, y, model, held_out, rejected, fit_rows, calibration_rows)
         meta.update({
             "encoder": _encoder_meta(encoder), "encoder_choice": {k: round(v, 4) for k, v in choice.items()} or None,
             "n_examples": len(texts), "intents": model.labels,
@@ -237,14 +276,32 @@ class IntentClassifier:
         return cls(parts, meta, encoder)
 
     def predict(self, text: str, top_k: int = 3, embedding: np.ndarray | None = None) -> Prediction:
-        """`embedding`: the text's, by `self.encoder`, when the caller has it already."""
+        """`embedding`: the text's, by `self.encoder`, when the caller has it already (then the words-only fast
+        path is not taken: the encoder's cost is paid)."""
+        row = self.model.row(text)
         if embedding is None and self.encoder is not None:
-            embedding = self.encoder.encode_one(text)
-        probabilities = self.model.probabilities_one(text, embedding)
+            fast = self.fast_path if self.plan.words_first else None
+            if fast is not None:
+                probabilities = fast.model.probabilities_one(text, None, row)
+                if probabilities.max() >= fast.threshold:
+                    return self._prediction(probabilities, top_k, None, words_only=True)
+            max_tokens = self.plan.max_tokens
+            if max_tokens is not None and isinstance(self.encoder, Truncating):
+                embedding = self.encoder.encode_one(text, max_tokens=max_tokens)
+            else:
+                embedding = self.encoder.encode_one(text)
+        return self._prediction(self.model.probabilities_one(text, embedding, row), top_k, embedding)
+
+    def _prediction(self, probabilities: np.ndarray, top_k: int, embedding: np.ndarray | None, *,
+                    words_only: bool = False) -> Prediction:
+        """The answer from `probabilities` and the `embedding` they used. `words_only`: the fast path's, whose
+        threshold was chosen with out-of-scope rejection counted; only its `out_of_scope` class rejects."""
         order = np.argsort(probabilities)[::-1][:top_k]
         best = self.labels[order[0]]
         confidence = float(probabilities[order[0]])
-        if self.detector is not None:
+        if words_only:
+            in_scope = 1.0
+        elif self.detector is not None:
             features = signals(probabilities[None, :], self._oos_column,
                                None if embedding is None else embedding[None, :], self.references)
             in_scope = float(self.detector.in_scope_probability(features)[0])
@@ -256,7 +313,8 @@ class IntentClassifier:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        parts = {"model": self.model, "references": self.references, "detector": self.detector}
+        parts = {"model": self.model, "references": self.references, "detector": self.detector,
+                 "fast_path": self.fast_path}
         joblib.dump(parts, directory / "model.joblib")
         target = directory / TUNED_ENCODER_DIR
         if self.encoder is not None and (self.meta.get("encoder") or {}).get("path"):
@@ -426,16 +484,22 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, classes: list[str]) 
 
 
 def _fit_detector(held_out: HeldOut | None, labels: np.ndarray, embeddings: np.ndarray | None,
-                  temperature: float, target_recall: float | None) -> tuple[OutOfScopeDetector | None, dict[str, Any]]:
-    """The second stage and its threshold, both from held-out predictions of the data given."""
-    rows = held_out.rows if held_out is not None else np.zeros(0, dtype=int)
+                  temperature: float, target_recall: float | None,
+                  ) -> tuple[OutOfScopeDetector | None, dict[str, Any], np.ndarray | None]:
+    """The second stage and its threshold, both from held-out predictions of the data given, and which
+    held-out rows they reject (None without held-out rows)."""
+    fallback = {"threshold": FALLBACK_THRESHOLD, "out_of_scope_detector": "max_probability"}
+    if held_out is None:
+        return None, fallback, None
+    rows = held_out.rows
     is_oos = labels[rows] == OUT_OF_SCOPE
     nested = int(min(FOLDS, is_oos.sum(), (~is_oos).sum()))
-    if held_out is None or nested < 2:
-        return None, {"threshold": FALLBACK_THRESHOLD, "out_of_scope_detector": "max_probability"}
     classes = sorted(set(labels.tolist()))
     oos_column = classes.index(OUT_OF_SCOPE)
     probabilities = _softmax(held_out.logits * temperature)
+    predicted_oos = probabilities.argmax(axis=1) == oos_column
+    if nested < 2:
+        return None, fallback, predicted_oos | (probabilities.max(axis=1) < FALLBACK_THRESHOLD)
     features = np.zeros((len(rows), 0))
     for positions, references in held_out.groups:
         group = signals(probabilities[positions], oos_column,
@@ -455,7 +519,37 @@ def _fit_detector(held_out: HeldOut | None, labels: np.ndarray, embeddings: np.n
         "threshold": threshold, "out_of_scope_detector": "second_stage", "target_out_of_scope_recall": target_recall,
         "held_out": {"rows": len(rows), "in_scope_accuracy": round(accuracy, 4),
                      "out_of_scope_recall": round(recall, 4)},
-    }
+    }, predicted_oos | (scores < threshold)
+
+
+def _fit_fast_path(texts: list[str], labels: np.ndarray, model: LinearModel, held_out: HeldOut | None,
+                   rejected: np.ndarray | None, fit_rows: np.ndarray, calibration_rows: np.ndarray,
+                   ) -> tuple[FastPath | None, dict[str, Any] | None]:
+    """The words-only fast path and its meta, its threshold chosen on the calibration slice against the full
+    model's held-out answers there (`rejected`: which held-out rows the out-of-scope stage rejected)."""
+    positions = np.searchsorted(held_out.rows, calibration_rows) if held_out is not None else None
+    if (held_out is None or positions is None or not len(calibration_rows)
+            or not np.array_equal(held_out.rows[np.minimum(positions, len(held_out.rows) - 1)], calibration_rows)):
+        return None, None
+    classes = np.asarray(sorted(set(labels.tolist())), dtype=object)
+    full = classes[held_out.logits[positions].argmax(axis=1)]
+    if rejected is not None:
+        full = np.where(rejected[positions], OUT_OF_SCOPE, full)
+    probe = LinearModel.fit([texts[i] for i in fit_rows], labels[fit_rows], None)
+    probabilities = probe.probabilities([texts[i] for i in calibration_rows], None)
+    gold = labels[calibration_rows]
+    fast_correct = np.asarray(probe.labels, dtype=object)[probabilities.argmax(axis=1)] == gold
+    full_correct = full == gold
+    confidence = probabilities.max(axis=1)
+    threshold = lowest_safe_threshold(confidence, fast_correct, full_correct, gold == OUT_OF_SCOPE)
+    answered = confidence >= (threshold if threshold is not None else np.inf)
+    meta = {"threshold": threshold, "held_out": {
+        "rows": len(calibration_rows), "answered_share": round(float(answered.mean()), 4),
+        "fast_accuracy": round(float(fast_correct[answered].mean()), 4) if answered.any() else None,
+        "full_accuracy": round(float(full_correct[answered].mean()), 4) if answered.any() else None}}
+    if threshold is None:
+        return None, meta
+    return FastPath(LinearModel.fit(texts, labels, None, like=model), threshold), meta
 
 
 def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,

@@ -79,7 +79,8 @@ class SentenceEncoder:
         self.name = str(self.manifest.get("name", ENCODER_NAME))
         self._tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(max_length=int(self.manifest.get("max_length", MAX_LENGTH)))
+        self.max_length = int(self.manifest.get("max_length", MAX_LENGTH))
+        self._tokenizer.enable_truncation(max_length=self.max_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # the service answers one utterance at a time; more threads only add sync
         options.inter_op_num_threads = 1
@@ -87,9 +88,18 @@ class SentenceEncoder:
         self._session = ort.InferenceSession(str(directory / MODEL_FILE), options,
                                              providers=["CPUExecutionProvider"])
 
-    def encode_one(self, text: str) -> np.ndarray:
-        ids = np.asarray([self._tokenizer.encode(text).ids], dtype=np.int64)
-        return self._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+    def encode_one(self, text: str, max_tokens: int | None = None) -> np.ndarray:
+        """`max_tokens`: embed only the first tokens of `text`, this many with the special ones
+        (`services.nlp.latency` cuts long input so on slow CPUs)."""
+        ids = self._tokenizer.encode(text).ids
+        if max_tokens is not None and len(ids) > max_tokens:
+            ids = ids[:max_tokens - 1] + ids[-1:]  # the closing [SEP] stays
+        batch = np.asarray([ids], dtype=np.int64)
+        return self._session.run(None, {"input_ids": batch, "attention_mask": np.ones_like(batch)})[0][0]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `encode_one` embeds for `text` (special tokens included, after the model's own cut)."""
+        return len(self._tokenizer.encode(text).ids)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of many texts (duplicates embedded once), identical to `encode_one` of each.

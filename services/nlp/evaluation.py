@@ -42,6 +42,9 @@ def evaluate(model: IntentClassifier, texts: list[str], labels: list[str]) -> di
             for label, p, r, s in zip(classes, precision, recall, support, strict=True) if s or p
         },
     }
+    plan = getattr(model, "plan", None)  # the baselines benchmarked beside it have none
+    if plan is not None:
+        result["latency_plan"] = plan.describe()
     if (~in_scope).any():
         result["in_scope_accuracy"] = round(float((gold[in_scope] == predicted[in_scope]).mean()), 4)
         result["out_of_scope_recall"] = round(float((predicted[~in_scope] == OUT_OF_SCOPE).mean()), 4)
@@ -51,6 +54,10 @@ def evaluate(model: IntentClassifier, texts: list[str], labels: list[str]) -> di
 def format_report(result: dict[str, Any]) -> str:
     lines = [f"n={result['n']}  accuracy={result['accuracy']:.4f}  macro_f1={result['macro_f1']:.4f}  "
              f"p50={result['p50_ms']:.2f} ms  p99={result['p99_ms']:.2f} ms"]
+    plan = result.get("latency_plan")
+    if plan and (plan["words_first"] or plan["max_tokens"]):
+        cut = f"encoder input cut to {plan['max_tokens']} tokens" if plan["max_tokens"] else "encoder input not cut"
+        lines.append(f"latency plan for this CPU: words first {'on' if plan['words_first'] else 'off'}, {cut}")
     if "out_of_scope_recall" in result:
         lines.append(f"in-scope accuracy={result['in_scope_accuracy']:.4f}  "
                      f"out-of-scope recall={result['out_of_scope_recall']:.4f}")

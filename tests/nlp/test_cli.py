@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ def write(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def supportbot(*args: str) -> subprocess.CompletedProcess[str]:
+def supportbot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "supportbot.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+                          cwd=REPO, timeout=300, env={**os.environ, **(env or {})})
 
 
 def test_train_then_eval_json(tmp_path: Path) -> None:
@@ -48,8 +49,15 @@ def test_train_then_eval_json(tmp_path: Path) -> None:
     assert {"accuracy", "macro_f1", "p50_ms", "p99_ms", "per_class"} <= result.keys()
     assert result["per_class"]["track"]["support"] == 1
     assert 0 <= result["accuracy"] <= 1 and result["p99_ms"] >= result["p50_ms"] > 0
+    assert set(result["latency_plan"]) == {"words_first", "max_tokens"}  # what this CPU made the model do
     plain = supportbot("intents", "eval", "--model", str(model_dir), "--data", str(tmp_path / "test.csv"))
     assert "accuracy=" in plain.stdout and "macro_f1=" in plain.stdout
+    full = supportbot("intents", "eval", "--model", str(model_dir), "--data", str(tmp_path / "test.csv"), "--json",
+                      env={"NLP_LATENCY_PLAN": "off"})
+    assert json.loads(full.stdout)["latency_plan"] == {"words_first": False, "max_tokens": None}
+    wrong = supportbot("intents", "eval", "--model", str(model_dir), "--data", str(tmp_path / "test.csv"),
+                       env={"NLP_LATENCY_PLAN": "fastest"})
+    assert wrong.returncode == 2 and "NLP_LATENCY_PLAN" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_clear_errors_for_bad_files(tmp_path: Path) -> None:
