@@ -22,7 +22,9 @@ import numpy as np
 if TYPE_CHECKING:
     from services.nlp.classifier import LinearModel
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+# Never below 0.85: lower down, a tie on the calibration slice is luck. On BANKING77 (900 slice rows) 0.6 tied
+# there and lost 0.9 points on the 1,001 validation rows; from 0.85 up it lost nothing on either data set.
+THRESHOLDS = (0.85, 0.9, 0.95, 0.98)
 
 
 @dataclass

@@ -128,6 +128,7 @@ def test_training_on_a_small_csv_and_reloading(tmp_path: Path) -> None:
     choice = again.meta["encoder_choice"]  # both shared encoders scored out of fold; the better one kept
     assert again.meta["encoder"]["name"] == max(choice, key=choice.__getitem__)  # the directory says which
     assert again.meta["out_of_scope_detector"] == "second_stage"
+    assert again.fast_path is None and again.meta["fast_path"] is None  # no intent has the 10 rows a slice needs
 
 
 def test_japanese_training_and_rejection(tmp_path: Path) -> None:

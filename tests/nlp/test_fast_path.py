@@ -9,27 +9,27 @@ import numpy as np
 import pytest
 
 from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier
-from services.nlp.fast_path import lowest_safe_threshold
+from services.nlp.fast_path import THRESHOLDS, lowest_safe_threshold
 from services.nlp.latency import FULL, LatencyPlan
 
 
 def test_the_threshold_is_the_lowest_from_which_up_the_fast_answers_lose_nothing() -> None:
-    confidence = np.array([0.99, 0.97, 0.93, 0.88, 0.75, 0.55])
+    confidence = np.array([0.99, 0.97, 0.96, 0.93, 0.87, 0.5])
     full = np.array([True, True, True, True, True, False])
-    # wrong only at 0.75: 0.8 is the lowest threshold with no loss; the right answer at 0.55 cannot buy it back
+    # wrong only at 0.87: 0.9 is the lowest threshold with no loss; the right answer at 0.5 is never taken
     fast = np.array([True, True, True, True, False, True])
-    assert lowest_safe_threshold(confidence, fast, full) == 0.8
-    assert lowest_safe_threshold(confidence, np.ones(6, dtype=bool), full) == 0.5
-    # wrong where the full model is right, at the very top: no fast path
-    assert lowest_safe_threshold(confidence, np.array([False, True, True, True, True, True]), full) is None
+    assert lowest_safe_threshold(confidence, fast, full) == 0.9
+    assert lowest_safe_threshold(confidence, np.ones(6, dtype=bool), full) == min(THRESHOLDS) == 0.85
     # an out-of-scope row it lets through is not made good by an in-scope row it gets right
     mixed_fast = np.array([True, True, True, False, True, True])
     mixed_full = np.array([True, False, True, True, True, True])
-    assert lowest_safe_threshold(confidence, mixed_fast, mixed_full) == 0.5
+    assert lowest_safe_threshold(confidence, mixed_fast, mixed_full) == 0.85
     out_of_scope = np.array([False, False, False, True, False, False])
-    assert lowest_safe_threshold(confidence, mixed_fast, mixed_full, out_of_scope) == 0.9
+    assert lowest_safe_threshold(confidence, mixed_fast, mixed_full, out_of_scope) == 0.95
+    # wrong where the full model is right, at the very top: no fast path
+    assert lowest_safe_threshold(confidence, np.array([False, True, True, True, True, True]), full) is None
     # where both are wrong, the fast path loses nothing
-    assert lowest_safe_threshold(confidence, np.array([False] + [True] * 5), np.array([False] + [True] * 5)) == 0.5
+    assert lowest_safe_threshold(confidence, np.array([False] + [True] * 5), np.array([False] + [True] * 5)) == 0.85
 
 
 INTENTS = {
