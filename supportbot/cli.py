@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=None, help="fine-tuning epochs (default 4)")
     train.add_argument("--tuning-budget", type=_seconds, default=None, metavar="SECONDS",
                        help="fine-tuning ends its schedule early, after fewer epochs, rather than run longer than "
-                            "this (default 270; 0: no limit)")
+                            "this (default 250; 0: no limit)")
     train.add_argument("--oos-recall", type=_share, default=None,
                        help="out-of-scope recall the threshold aims for on held-out rows (default 0.85)")
     train.set_defaults(func=cmd_intents_train)

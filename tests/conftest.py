@@ -14,6 +14,9 @@ import redis
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = bool(os.environ.get("CI"))
+# Intent models take the full path whatever the CPU, so that a test's predictions do not depend on which host
+# runs it; the latency plan has tests of its own (tests/nlp/test_latency.py, test_fast_path.py), which set it.
+os.environ.setdefault("NLP_LATENCY_PLAN", "off")
 
 
 def _postgres_available() -> bool:

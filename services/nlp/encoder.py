@@ -90,7 +90,7 @@ class SentenceEncoder:
 
     def encode_one(self, text: str, max_tokens: int | None = None) -> np.ndarray:
         """`max_tokens`: embed only the first tokens of `text`, this many with the special ones
-        (`services.nlp.latency` cuts long input so on slow CPUs)."""
+        (`services.nlp.latency` cuts long input on slow CPUs)."""
         ids = self._tokenizer.encode(text).ids
         if max_tokens is not None and len(ids) > max_tokens:
             ids = ids[:max_tokens - 1] + ids[-1:]  # the closing [SEP] stays

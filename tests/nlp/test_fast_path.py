@@ -10,7 +10,7 @@ import pytest
 
 from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier
 from services.nlp.fast_path import THRESHOLDS, lowest_safe_threshold
-from services.nlp.latency import FULL, LatencyPlan
+from services.nlp.latency import FULL, LatencyPlan, plan_for
 
 
 def test_the_threshold_is_the_lowest_from_which_up_the_fast_answers_lose_nothing() -> None:
@@ -92,7 +92,8 @@ def test_words_first_skips_the_encoder_for_what_the_words_settle(model: IntentCl
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     assert model.encoder is not None and model.fast_path is not None
     clear = "I want a refund for my account"
-    full_answer = model.predict(clear)  # before the plan is set: this CPU's, which may be either
+    model.plan = FULL
+    full_answer = model.predict(clear)
     model.plan = LatencyPlan(words_first=True)
     try:
         spy = Spy(monkeypatch, model)
@@ -136,8 +137,11 @@ def test_the_full_plan_always_runs_the_encoder_and_a_cut_reaches_it(model: Inten
         model.plan = FULL
 
 
-def test_nlp_latency_plan_off_keeps_the_full_model(model: IntentClassifier, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NLP_LATENCY_PLAN", "off")
+def test_nlp_latency_plan_chooses_between_this_cpus_plan_and_the_full_model(
+        model: IntentClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model.save(tmp_path / "model")
+    monkeypatch.setenv("NLP_LATENCY_PLAN", "auto")
+    measured = IntentClassifier.load(tmp_path / "model")
+    assert measured.plan is plan_for(measured.encoder)  # measured once for this encoder, then shared
+    monkeypatch.setenv("NLP_LATENCY_PLAN", "off")
     assert IntentClassifier.load(tmp_path / "model").plan == FULL
