@@ -19,6 +19,8 @@ full path whatever the CPU.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -26,6 +28,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 P50_TARGET_MS = 5.0
 P99_TARGET_MS = 20.0
@@ -121,6 +125,7 @@ def _median_ms(call: Callable[[], object]) -> float:
 
 
 _plans: weakref.WeakKeyDictionary[Any, LatencyPlan] = weakref.WeakKeyDictionary()
+_plans_lock = threading.Lock()  # one measurement at a time: two at once would time each other's contention
 
 
 def plan_for(encoder: Any, enabled: bool = True) -> LatencyPlan:
@@ -128,7 +133,13 @@ def plan_for(encoder: Any, enabled: bool = True) -> LatencyPlan:
     or without an encoder."""
     if encoder is None or not enabled:
         return FULL
-    found = _plans.get(encoder)
-    if found is None:
-        found = _plans[encoder] = plan(measure(encoder))
-    return found
+    with _plans_lock:
+        found = _plans.get(encoder)
+        if found is None:
+            cost = measure(encoder)
+            found = _plans[encoder] = plan(cost)
+            log.info("latency plan for this CPU", extra={
+                "supportbot.encoder": getattr(encoder, "name", type(encoder).__name__),
+                "supportbot.encoder_typical_ms": round(cost.typical_ms, 2),
+                "supportbot.words_first": found.words_first, "supportbot.max_tokens": found.max_tokens})
+        return found
