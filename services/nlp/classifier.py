@@ -527,10 +527,9 @@ def _fit_fast_path(texts: list[str], labels: np.ndarray, model: LinearModel, hel
                    ) -> tuple[FastPath | None, dict[str, Any] | None]:
     """The words-only fast path and its meta, its threshold chosen on the calibration slice against the full
     model's held-out answers there (`rejected`: which held-out rows the out-of-scope stage rejected)."""
-    positions = np.searchsorted(held_out.rows, calibration_rows) if held_out is not None else None
-    if (held_out is None or positions is None or not len(calibration_rows)
-            or not np.array_equal(held_out.rows[np.minimum(positions, len(held_out.rows) - 1)], calibration_rows)):
+    if held_out is None or not len(calibration_rows) or not np.isin(calibration_rows, held_out.rows).all():
         return None, None
+    positions = np.searchsorted(held_out.rows, calibration_rows)  # both sorted: the slice, or every row
     classes = np.asarray(sorted(set(labels.tolist())), dtype=object)
     full = classes[held_out.logits[positions].argmax(axis=1)]
     if rejected is not None:
