@@ -38,6 +38,8 @@ def test_train_then_eval_json(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     assert "sentence encoder: minilm-l6-int8-tuned" in trained.stdout  # fine-tuned by default
     meta = json.loads((model_dir / "meta.json").read_text())
+    fast = meta["fast_path"]  # said when training chose one
+    assert ("words-only fast path" in trained.stdout) == (fast is not None and fast["threshold"] is not None)
     tuned = meta["encoder"]["tuned"]
     assert tuned["epochs"] == 1 and (model_dir / "encoder" / "model_int8.onnx").is_file()
     assert tuned["time_budget_s"] == 600 and tuned["steps"] == tuned["planned_steps"]  # a budget that did not bind
