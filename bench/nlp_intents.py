@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.nlp.classifier import OUT_OF_SCOPE, IntentClassifier  # noqa: E402
 from services.nlp.encoder_tuning import TuningOptions  # noqa: E402
 from services.nlp.evaluation import evaluate  # noqa: E402
-from services.nlp.latency import EncoderCost, plan  # noqa: E402
+from services.nlp.latency import EncoderCost, Truncating, plan  # noqa: E402
 
 # MiniLM on the AVX2-only EPYC host of 2026-11-29: 11.6 ms p50 at 13 tokens and 38.7 ms p99 at 53 tokens for
 # the whole prediction (docs/benchmarks.md), less about 0.8 ms of TF-IDF.
@@ -51,7 +51,7 @@ def projected_avx2_ms(model: IntentClassifier, texts: list[str]) -> tuple[float,
     that host's measured cost per token: which utterances the fast path answers, and how many tokens the
     encoder gets for the rest, are computed here; only their cost there is modelled."""
     fast, encoder = model.fast_path, model.encoder
-    if fast is None or encoder is None or not hasattr(encoder, "count_tokens"):
+    if fast is None or not isinstance(encoder, Truncating):
         return float("nan"), float("nan"), 0.0
     costs, answered = [], 0
     for text in texts:

@@ -90,10 +90,10 @@ def plan(cost: EncoderCost) -> LatencyPlan:
     words_first = cost.typical_ms > ENCODER_SHARE * P50_TARGET_MS
     max_tokens: int | None = None
     budget = ENCODER_SHARE * P99_TARGET_MS
-    longest = cost.at(cost.max_length) if cost.max_length else None
-    if longest is not None and longest > budget and cost.per_token_ms and cost.fixed_ms is not None:
-        fitting = int((budget - cost.fixed_ms) / cost.per_token_ms)
-        max_tokens = max(MIN_TOKENS, min(fitting, int(cost.max_length or fitting)))
+    if cost.max_length and cost.fixed_ms is not None and cost.per_token_ms:  # a truncating encoder's fit
+        if cost.fixed_ms + cost.per_token_ms * cost.max_length > budget:
+            fitting = int((budget - cost.fixed_ms) / cost.per_token_ms)
+            max_tokens = max(MIN_TOKENS, min(fitting, cost.max_length))
     return LatencyPlan(words_first, max_tokens)
 
 
