@@ -30,7 +30,7 @@ def create_app(settings: GatewaySettings | None = None,
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
         dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
         app.state.dialogue = dialogue
-        app.state.readiness_checks = {"database": lambda: ping(engine), "dialogue": dialogue.ping}
+        app.state.readiness_checks = {"database": lambda: ping(engine), "dialogue": dialogue.readiness}
         try:
             yield
         finally:

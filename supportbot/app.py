@@ -60,7 +60,7 @@ def build_app(
     routers: list[APIRouter],
     title: str,
 ) -> FastAPI:
-    """Create a service app; `lifespan` opens its clients once and sets `app.state.readiness_checks`."""
+    """Create a service app; `lifespan` opens its clients once and sets the probes' checks (`supportbot.health`)."""
     configure_logging(service_name, settings.log_level)
     provider = configure_tracing(service_name, settings.otlp_endpoint)
 
@@ -77,6 +77,7 @@ def build_app(
     app.state.service_name = service_name
     app.state.settings = settings
     app.state.readiness_checks = {}
+    app.state.optional_checks = {}
     install_error_handlers(app)
     app.include_router(health_router())
     for router in routers:

@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from supportbot.errors import DownstreamError, DownstreamTimeout, SupportbotError
+from supportbot.health import DOWNSTREAM_READY_TIMEOUT_S, Health
 from supportbot.settings import CommonSettings
 from supportbot.telemetry import instrument_client
 
@@ -80,6 +81,19 @@ class ServiceClient:
 
     async def get(self, path: str, response_model: type[ResponseT], **params: Any) -> ResponseT:
         return await self.request("GET", path, response_model, params=params)
+
+    async def readiness(self) -> Health:
+        """The downstream's `/readyz` when it is ready (ok or degraded); raises when it is not."""
+        try:
+            response = await self.client.get("/readyz", timeout=DOWNSTREAM_READY_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
+        if response.status_code != 200:
+            raise DownstreamError(f"{self.name} service is not ready", service=self.name)
+        try:
+            return Health.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise DownstreamError(f"{self.name} service sent an invalid readiness answer", service=self.name) from exc
 
     async def ping(self) -> None:
         """Raise unless the downstream's liveness probe answers 200."""

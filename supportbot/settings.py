@@ -23,6 +23,8 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(default=Path(".supportbot"), validation_alias="SUPPORTBOT_DATA_DIR")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    # Every Redis key a service writes starts with this, so several systems (or test runs) can share a database.
+    redis_key_prefix: str = Field(default="supportbot:", validation_alias="REDIS_KEY_PREFIX")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     downstream_connect_timeout_s: float = Field(default=2.0, validation_alias="DOWNSTREAM_CONNECT_TIMEOUT_S")
@@ -46,6 +48,10 @@ class GatewaySettings(CommonSettings):
     dialogue_url: str = Field(default="http://127.0.0.1:8002", validation_alias="DIALOGUE_URL")
     bootstrap_api_key: SecretStr | None = Field(default=None, validation_alias="SUPPORTBOT_BOOTSTRAP_API_KEY")
     max_message_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
+    # API keys are checked against the database again after `fresh` seconds (so a revoked key stops working
+    # within them); while the database is down a key it accepted in the last `stale` seconds still works.
+    auth_cache_fresh_s: float = Field(default=5.0, ge=0, validation_alias="AUTH_CACHE_FRESH_S")
+    auth_cache_stale_s: float = Field(default=900.0, ge=0, validation_alias="AUTH_CACHE_MAX_STALE_S")
 
     @field_validator("bootstrap_api_key")
     @classmethod
@@ -59,18 +65,28 @@ class NlpSettings(CommonSettings):
     """The nlp service."""
 
     model_dir: Path | None = Field(default=None, validation_alias="NLP_MODEL_DIR")
-    # The exported sentence encoder (about 24 MB); default: <data_dir>/models/encoders/minilm-l6-int8.
+    # What `supportbot prepare` writes (the sentence encoder, the default intent model); images bake it in a
+    # read-only place. Tenants' own models stay under <data_dir>/models/tenants.
+    models_dir: Path | None = Field(default=None, validation_alias="SUPPORTBOT_MODELS_DIR")
+    # The exported sentence encoder (about 24 MB); default: <models dir>/encoders/minilm-l6-int8.
     encoder_dir: Path | None = Field(default=None, validation_alias="NLP_ENCODER_DIR")
     max_text_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
     # auto: on a CPU too slow for the latency targets, intent models answer from words alone when those settle
     # it and cut long encoder input (services.nlp.latency); off: always the full model.
     latency_plan: Literal["auto", "off"] = Field(default="auto", validation_alias="NLP_LATENCY_PLAN")
 
+    @property
+    def prepared_models_dir(self) -> Path:
+        """`SUPPORTBOT_MODELS_DIR`, else `<data_dir>/models`."""
+        return self.models_dir or self.data_dir / "models"
+
 
 class DialogueSettings(CommonSettings):
     """The dialogue service."""
 
     nlp_url: str = Field(default="http://127.0.0.1:8001", validation_alias="NLP_URL")
+    # An analysis takes milliseconds; past this the turn is answered without it (degraded) rather than late.
+    nlp_timeout_s: float = Field(default=3.0, gt=0, validation_alias="NLP_TIMEOUT_S")
     llm_url: str = Field(default="http://127.0.0.1:8003", validation_alias="LLM_URL")
     knowledge_dir: Path | None = Field(default=None, validation_alias="KNOWLEDGE_DIR")
     history_turns: int = Field(default=10, validation_alias="DIALOGUE_HISTORY_TURNS")

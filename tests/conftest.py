@@ -117,5 +117,10 @@ def shared_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 @pytest.fixture(scope="session")
 def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by every test, so the default intent model is trained once per session."""
+    """Shared by every test, so the default intent model is trained once per session (or, with
+    `TEST_MODEL_CACHE_DIR` set, once for as long as that directory is kept)."""
+    kept = os.environ.get("TEST_MODEL_CACHE_DIR")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
     return tmp_path_factory.mktemp("models")

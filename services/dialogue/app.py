@@ -44,7 +44,9 @@ def create_app(settings: DialogueSettings | None = None,
             sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(nlp)),
             configs=ConfigLibrary(settings.data_dir), state=StateStore(cache, ttl_s=settings.state_ttl_s),
             tools=ToolRunner(tool_client), settings=settings)
-        app.state.readiness_checks = {"database": lambda: ping(engine), "nlp": nlp.ping, "llm": llm.ping}
+        app.state.readiness_checks = {"database": lambda: ping(engine)}
+        # Without nlp or llm turns are still answered, marked degraded.
+        app.state.optional_checks = {"nlp": nlp.readiness, "llm": llm.readiness}
         try:
             yield
         finally:
