@@ -14,6 +14,32 @@ from fastapi import FastAPI
 from supportbot.settings import DEFAULT_PORTS, GatewaySettings, NlpSettings
 
 
+class CliError(Exception):
+    """Something the operator must fix; the command prints it and exits with 2."""
+
+
+def _existing_database(url: str) -> str:
+    """`url`, unless it names a SQLite file that does not exist: the CLI never starts a second database."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if (parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists()):
+        raise CliError(
+            f"no supportbot database at {parsed.database}. `supportbot up` (make run) keeps it in its data "
+            "directory, ./.supportbot where it was started: run this command from that directory, or set "
+            "SUPPORTBOT_DATA_DIR (or DATABASE_URL) to the running system's; `supportbot migrate` creates a new one")
+    return url
+
+
+async def _require_tenant(sessions: Any, tenant_id: str) -> None:
+    from gateway.storage import get_tenant
+
+    async with sessions() as session:
+        if await get_tenant(session, tenant_id=tenant_id) is None:
+            raise CliError(f"unknown tenant {tenant_id!r}: create it with `supportbot tenants create {tenant_id}`")
+
+
 def _app_factory(name: str) -> Callable[[], FastAPI]:
     if name == "gateway":
         from gateway.app import create_app
@@ -74,10 +100,10 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     from supportbot.db import open_database, session_factory
     from supportbot.errors import Conflict
 
-    settings = GatewaySettings()
+    url = _existing_database(GatewaySettings().resolved_database_url)
 
     async def create() -> str:
-        engine = open_database(settings.resolved_database_url)
+        engine = open_database(url)
         try:
             return await create_tenant(session_factory(engine), tenant_id=args.tenant, name=args.name)
         finally:
@@ -96,6 +122,16 @@ def _positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _positive_number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
     return number
 
 
@@ -178,25 +214,31 @@ def cmd_kb_ingest(args: argparse.Namespace) -> int:
     from supportbot.db import open_database, session_factory
     from supportbot.settings import DialogueSettings
 
-    url = DialogueSettings().resolved_database_url
+    url = _existing_database(DialogueSettings().resolved_database_url)
 
-    async def run() -> None:
+    async def run() -> int:
         engine = open_database(url)
         try:
-            report = await ingest(session_factory(engine), tenant_id=args.tenant, paths=args.paths)
+            sessions = session_factory(engine)
+            await _require_tenant(sessions, args.tenant)
+            report = await ingest(sessions, tenant_id=args.tenant, paths=args.paths)
         finally:
             await engine.dispose()
         print(f"tenant {args.tenant}: {len(report.added)} documents ingested ({report.chunks} chunks), "
-              f"{len(report.unchanged)} unchanged")
+              f"{len(report.unchanged)} unchanged" + (f", {len(report.failed)} failed" if report.failed else ""))
         for path in report.added:
             print(f"  + {path}")
+        for path, why in report.failed:
+            print(f"supportbot: {path}: not ingested: {why}", file=sys.stderr)
+        if report.failed:
+            return 1 if report.added or report.unchanged else 2
+        return 0
 
     try:
-        asyncio.run(run())
+        return asyncio.run(run())
     except (OSError, UnsupportedDocument) as exc:
         print(f"supportbot: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 def cmd_eval_conversations(args: argparse.Namespace) -> int:
@@ -228,7 +270,7 @@ def _llm_sessions() -> tuple[object, object]:
     from supportbot.db import open_database, session_factory
     from supportbot.settings import LlmSettings
 
-    url = LlmSettings().resolved_database_url
+    url = _existing_database(LlmSettings().resolved_database_url)
     engine = open_database(url)
     return engine, session_factory(engine)
 
@@ -250,6 +292,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     async def read() -> list[dict[str, object]]:
         engine, sessions = _llm_sessions()
         try:
+            await _require_tenant(sessions, args.tenant)
             async with sessions() as session:  # type: ignore[operator]
                 return await usage_summary(session, args.tenant, since)
         finally:
@@ -288,6 +331,7 @@ def cmd_budget_set(args: argparse.Namespace) -> int:
     async def write() -> None:
         engine, sessions = _llm_sessions()
         try:
+            await _require_tenant(sessions, args.tenant)
             async with transaction(sessions) as session:  # type: ignore[arg-type]
                 await set_budget(session, tenant_id=args.tenant, monthly_tokens=args.monthly_tokens,
                                  monthly_usd=Decimal(str(args.monthly_usd)) if args.monthly_usd is not None else None,
@@ -310,6 +354,7 @@ def cmd_budget_show(args: argparse.Namespace) -> int:
     async def read() -> dict[str, object]:
         engine, sessions = _llm_sessions()
         try:
+            await _require_tenant(sessions, args.tenant)
             async with sessions() as session:  # type: ignore[operator]
                 budget = await get_budget(session, args.tenant)
                 tokens, cost = await month_to_date(session, args.tenant, month_start())
@@ -398,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True)
     budget_set = budget.add_parser("set", help="set a tenant's monthly limits (omitted limits are removed)")
     budget_set.add_argument("--tenant", required=True)
-    budget_set.add_argument("--monthly-tokens", type=int, default=None)
-    budget_set.add_argument("--monthly-usd", type=float, default=None)
+    budget_set.add_argument("--monthly-tokens", type=_positive_int, default=None)
+    budget_set.add_argument("--monthly-usd", type=_positive_number, default=None)
     budget_set.add_argument("--soft-pct", type=int, default=80, help="warn from this percentage on (default 80)")
     budget_set.set_defaults(func=cmd_budget_set)
     budget_show = budget.add_parser("show", help="a tenant's budget and month-to-date usage, as JSON")
@@ -410,7 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"supportbot: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -104,3 +104,15 @@ class TcpProxy:
         for writer in self._writers:
             writer.close()  # type: ignore[attr-defined]
         await server.wait_closed()  # type: ignore[attr-defined]
+
+
+async def create_tenants(database_url: str, *tenant_ids: str) -> dict[str, str]:
+    """Migrate the database at `database_url` and create these tenants; their API keys by id."""
+    from gateway.tenants import create_tenant
+    from supportbot.db import open_database, session_factory
+
+    engine = open_database(database_url)
+    try:
+        return {tenant: await create_tenant(session_factory(engine), tenant_id=tenant) for tenant in tenant_ids}
+    finally:
+        await engine.dispose()

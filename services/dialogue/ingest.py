@@ -97,13 +97,19 @@ def parse_html(text: str, path: str) -> tuple[str, list[Passage]]:
 
 def parse_qa_csv(text: str, path: str) -> tuple[str, list[Passage]]:
     reader = csv.DictReader(io.StringIO(text))
-    fields = {name.lower(): name for name in reader.fieldnames or []}
+    try:
+        fields = {name.lower(): name for name in reader.fieldnames or []}
+    except csv.Error as exc:
+        raise UnsupportedDocument(f"{path}: not a readable CSV ({exc})") from exc
     question = fields.get("question") or fields.get("instruction")
     answer = fields.get("answer") or fields.get("response")
     if not question or not answer:
         raise UnsupportedDocument(f"{path}: a Q&A CSV needs 'question' and 'answer' columns")
-    passages = [Passage(row[question].strip(), path, row[answer].strip())
-                for row in reader if (row.get(question) or "").strip() and (row.get(answer) or "").strip()]
+    try:
+        passages = [Passage(row[question].strip(), path, row[answer].strip())
+                    for row in reader if (row.get(question) or "").strip() and (row.get(answer) or "").strip()]
+    except csv.Error as exc:
+        raise UnsupportedDocument(f"{path}: not a readable CSV (line {reader.line_num}: {exc})") from exc
     return Path(path).stem, passages
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dialogue import storage
-from services.dialogue.ingest import collect_files, parse_document
+from services.dialogue.ingest import UnsupportedDocument, collect_files, parse_document
 from services.dialogue.knowledge import KnowledgeBase, Passage
 from supportbot.contracts.nlp import EmbedRequest, EmbedResponse
 from supportbot.db import transaction
@@ -24,13 +24,29 @@ log = logging.getLogger(__name__)
 class IngestReport:
     added: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """(path, why) of each file that could not be read or parsed; the others are ingested."""
     chunks: int = 0
 
 
 async def ingest(sessions: async_sessionmaker[AsyncSession], *, tenant_id: str, paths: list[Path]) -> IngestReport:
-    """Parse and store every supported file under `paths` for the tenant (re-ingesting replaces a document)."""
+    """Parse and store every supported file under `paths` for the tenant (re-ingesting replaces a document).
+
+    A file that cannot be read or parsed is reported in `failed` and the rest are ingested; a path that does
+    not exist raises FileNotFoundError before anything is stored.
+    """
     report = IngestReport()
-    documents = [parse_document(file, display) for file, display in collect_files(paths)]
+    documents = []
+    for file, display in collect_files(paths):
+        try:
+            document = parse_document(file, display)
+            if not document.passages:
+                raise UnsupportedDocument(f"{display}: no text to ingest")
+            documents.append(document)
+        except UnsupportedDocument as exc:
+            report.failed.append((display, str(exc).removeprefix(f"{display}: ")))
+        except OSError as exc:
+            report.failed.append((display, exc.strerror or type(exc).__name__))
     async with transaction(sessions) as session:
         for document in documents:
             changed = await storage.replace_document(

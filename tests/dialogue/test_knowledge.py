@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.dialogue.ingest import UnsupportedDocument, parse_document
-from tests.helpers import REPO
+from tests.helpers import REPO, create_tenants
 from tests.stack import in_process_stack
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +73,9 @@ async def test_ingested_documents_answer_without_restart(sqlite_url: str, data_d
 
 def test_ingest_reports_bad_input(tmp_path: Path) -> None:
     (tmp_path / "x.pdf").write_bytes(b"%PDF")
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    database_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    asyncio.run(create_tenants(database_url, "demo"))
+    env = {**os.environ, "DATABASE_URL": database_url}
     missing = subprocess.run([sys.executable, "-m", "supportbot.cli", "kb", "ingest", "--tenant", "demo",
                               str(tmp_path / "nope")], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "nope" in missing.stderr

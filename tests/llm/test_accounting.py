@@ -23,7 +23,7 @@ from supportbot.contracts.llm import ChatMessage
 from supportbot.db import make_async_engine, session_factory, upgrade_database
 from supportbot.cli import main as cli
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import REPO, TcpProxy
+from tests.helpers import REPO, TcpProxy, create_tenants
 from tests.llm.support import ask, generator, llm_app, settings, usage_rows
 
 pytestmark = pytest.mark.anyio
@@ -155,6 +155,7 @@ async def test_usage_cli_totals_and_rows_per_provider_and_model(database_url: st
         await client.post("/v1/generate", json=ask("something else"))  # offline
         await client.post("/v1/generate", json=ask(tenant="acme"))
     monkeypatch.setenv("DATABASE_URL", database_url)
+    await create_tenants(database_url, "demo", "acme")
     assert await asyncio.to_thread(cli, ["usage", "--tenant", "demo", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["totals"] == {"requests": 3, "cached_requests": 1, "prompt_tokens": 57, "completion_tokens": 11,

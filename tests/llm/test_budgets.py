@@ -16,6 +16,7 @@ from supportbot.cli import main as cli
 from supportbot.contracts.llm import ChatMessage
 from supportbot.db import make_async_engine, session_factory, transaction, upgrade_database
 from tests.fake_openai import FakeOpenAI
+from tests.helpers import create_tenants
 from tests.llm.support import ask, llm_app, settings, usage_rows
 
 pytestmark = pytest.mark.anyio
@@ -95,6 +96,7 @@ async def test_cost_budget_and_soft_warning(sqlite_url: str, data_dir: Path, fak
 async def test_budget_set_by_the_cli_applies_and_other_tenants_are_not_limited(
         sqlite_url: str, data_dir: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    await create_tenants(sqlite_url, "demo")
     assert await asyncio.to_thread(cli, ["budget", "set", "--tenant", "demo", "--monthly-tokens", "10"]) == 0
     async with llm_app(settings(sqlite_url, data_dir, fake=fake_openai)) as (_, client):  # in-process counters
         refused = await client.post("/v1/generate", json=ask())
