@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.routes import router
-from gateway.tenants import bootstrap_demo_tenant
+from gateway.tenants import Authenticator, bootstrap_demo_tenant
 from supportbot.app import build_app
 from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
@@ -26,6 +26,8 @@ def create_app(settings: GatewaySettings | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_database(settings.resolved_database_url)
         app.state.sessions = session_factory(engine)
+        app.state.authenticator = Authenticator(app.state.sessions, fresh_s=settings.auth_cache_fresh_s,
+                                                max_stale_s=settings.auth_cache_stale_s)
         if settings.bootstrap_api_key is not None:
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
         dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))

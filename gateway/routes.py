@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.schemas import ConversationCreated, NewConversation, NewMessage
-from gateway.tenants import authenticate
+from gateway.tenants import Authenticator, bearer_key
 from supportbot.contracts.common import ConversationId
 from supportbot.contracts.dialogue import (
     ClientMessageId,
@@ -17,14 +18,21 @@ from supportbot.contracts.dialogue import (
     TurnRequest,
     TurnResponse,
 )
-from supportbot.errors import ErrorResponse
+from supportbot.errors import ErrorResponse, Unauthorized
 from supportbot.http import ServiceClient
 
 
+_bearer = HTTPBearer(auto_error=False, description="your API key, as `Authorization: Bearer <key>`")
+
+
 async def current_tenant(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    return await authenticate(request.app.state.sessions, authorization)
+    authenticator: Authenticator = request.app.state.authenticator
+    if credentials is None:  # missing, or not Bearer: say which
+        bearer_key(request.headers.get("authorization"))
+        raise Unauthorized("Authorization header must be 'Bearer <api key>'", field="Authorization")
+    return await authenticator.tenant_for(credentials.credentials.strip())
 
 
 def dialogue_client(request: Request) -> ServiceClient:

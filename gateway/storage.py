@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, func, select
+from sqlalchemy import ForeignKey, String, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -58,6 +58,19 @@ async def add_api_key(session: AsyncSession, *, tenant_id: str, key: str) -> Api
 
 
 async def tenant_id_for_key(session: AsyncSession, *, key: str) -> str | None:
+    return await tenant_id_for_key_hash(session, key_hash=hash_key(key))
+
+
+async def tenant_id_for_key_hash(session: AsyncSession, *, key_hash: str) -> str | None:
+    """The tenant of the key with this hash, unless it was revoked."""
     return await session.scalar(
-        select(ApiKey.tenant_id).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        select(ApiKey.tenant_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     )
+
+
+async def revoke_key(session: AsyncSession, *, key_hash: str) -> bool:
+    """Mark the key with this hash revoked; False when there is no such key or it was revoked already."""
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

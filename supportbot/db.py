@@ -2,12 +2,14 @@
 
 The same migrations run on SQLite (the embedded default) and PostgreSQL. Each service upgrades the schema
 at start under a lock (a PostgreSQL advisory lock, or a file lock next to the SQLite file), so any number of
-replicas can start at once.
+replicas can start at once. `is_outage` tells a database that cannot be reached now from a failed query, so
+that callers answer 503 and retry, not 500.
 """
 
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from typing import Iterator
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -25,6 +28,14 @@ from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK_ID = 74_201_734
+# A PostgreSQL that does not answer (a dropped route, not a refused port) fails a connection attempt after this
+# instead of holding the request; a pool with every connection busy makes a request wait at most this long.
+CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10.0
+_DRIVER_MODULES = ("sqlalchemy", "psycopg", "aiosqlite", "sqlite3")
+# SQLite reports a bad statement (say, a missing table) as an OperationalError too: that one is a bug, not an outage.
+_SQLITE_QUERY_ERRORS = frozenset({"SQLITE_ERROR", "SQLITE_MISUSE", "SQLITE_RANGE", "SQLITE_MISMATCH",
+                                  "SQLITE_CONSTRAINT", "SQLITE_SCHEMA", "SQLITE_TOOBIG"})
 
 
 def utcnow() -> datetime:
@@ -82,19 +93,30 @@ def _sqlite_pragmas(dbapi_connection: object, _: object) -> None:
     cursor.close()
 
 
+def _connect_args(url: str) -> dict[str, object]:
+    """A connect timeout for PostgreSQL unless the URL names its own."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("postgresql") and "connect_timeout" not in parsed.query:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
 def make_async_engine(url: str) -> AsyncEngine:
-    """An asyncio engine for `url`; SQLite gets WAL and a busy timeout so four processes can share it."""
+    """An asyncio engine for `url`; SQLite gets WAL and a busy timeout so four processes can share it.
+    Errors never carry a statement's parameters (customer text) into a log."""
     _ensure_sqlite_dir(url)
     if make_url(url).drivername.startswith("sqlite"):
-        engine = create_async_engine(async_url(url), poolclass=NullPool)
+        engine = create_async_engine(async_url(url), poolclass=NullPool, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # pre-ping: a connection the server dropped (a restart, an outage) is replaced, not handed to a request.
+    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               pool_timeout=POOL_TIMEOUT_S, connect_args=_connect_args(url), hide_parameters=True)
 
 
 def make_sync_engine(url: str) -> Engine:
     _ensure_sqlite_dir(url)
-    engine = create_engine(sync_url(url), poolclass=NullPool)
+    engine = create_engine(sync_url(url), poolclass=NullPool, connect_args=_connect_args(url))
     if make_url(url).drivername.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -109,6 +131,36 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A session whose work commits on success and rolls back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be reached or cannot take work now (worth a retry later),
+    rather than a bad query: a refused or dropped connection, a server shutting down, an exhausted pool, a
+    locked or unopenable SQLite file, or an OSError the driver raised while connecting."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return False
+        orig = exc.orig
+        if isinstance(orig, sqlite3.Error):
+            return getattr(orig, "sqlite_errorname", "") not in _SQLITE_QUERY_ERRORS
+        return True
+    if isinstance(exc, OSError):
+        return _raised_by_driver(exc)
+    return False
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith(_DRIVER_MODULES):
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 async def ping(engine: AsyncEngine) -> None:

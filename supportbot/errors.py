@@ -6,25 +6,38 @@
      ├── NotFound              404 not_found
      ├── Conflict              409 conflict
      ├── ServiceUnavailable    503 unavailable             (this service lacks a component it needs)
+     │    └── DatabaseUnavailable 503 database_unavailable (its database cannot be reached now)
      ├── BudgetExceeded        429 budget_exceeded         (a tenant's hard monthly budget; `field` names it)
      └── DownstreamError       503 downstream_unavailable  (a service we call is down or broken)
           └── DownstreamTimeout 504 downstream_timeout
 
-Every error leaves a service as ``{"error": {"type", "message", "field"?, "service"?}}``.
+Every error leaves a service as ``{"error": {"type", "message", "field"?, "service"?}}``. Every 503 carries
+`Retry-After` (the error's `retry_after_s`, a downstream's own value passed on, else `RETRY_AFTER_S`).
+A database that cannot be reached (`supportbot.db.is_outage`) is a 503 `database_unavailable` wherever it is
+met, never a 500; it is logged at most every `OUTAGE_LOG_EVERY_S` per process, by exception class only (a
+driver's message can hold a host, a statement's parameters hold customer text).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from supportbot.db import is_outage
+
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+"""What a 503 tells clients to wait before retrying, unless the error knows better."""
+OUTAGE_LOG_EVERY_S = 10.0
 
 
 class ErrorBody(BaseModel):
@@ -43,12 +56,17 @@ class ErrorResponse(BaseModel):
 class SupportbotError(Exception):
     status_code = 500
     error_type = "internal_error"
+    retry_after_s: int | None = None
+    """Sent as `Retry-After` (a 503 without one gets `RETRY_AFTER_S`)."""
 
-    def __init__(self, message: str, *, field: str | None = None, service: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, service: str | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.service = service
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     def to_body(self) -> ErrorResponse:
         return ErrorResponse(
@@ -90,9 +108,26 @@ class ServiceUnavailable(SupportbotError):
     error_type = "unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached or take work now; the client should retry after `Retry-After`."""
+
+    error_type = "database_unavailable"
+
+    def __init__(self, message: str = "the database is unavailable; retry shortly", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
 class DownstreamError(SupportbotError):
+    """A service we call is down or broken. `error_type` may keep the downstream's own 503 type (say,
+    `database_unavailable`), so the caller learns the root cause."""
+
     status_code = 503
     error_type = "downstream_unavailable"
+
+    def __init__(self, message: str, *, error_type: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        if error_type is not None:
+            self.error_type = error_type
 
 
 class DownstreamTimeout(DownstreamError):
@@ -106,7 +141,32 @@ _STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
 
 
 def _json(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 503 and not any(name.lower() == "retry-after" for name in headers or {}):
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
+
+
+class _OutageLog:
+    """One warning per `every_s` while the database is away, with how many requests it refused since."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last = float("-inf")
+        self._refused = 0
+
+    def report(self, exc: BaseException) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        orig = getattr(exc, "orig", None)
+        log.warning("database unavailable, answering 503", extra={
+            "error.type": type(exc).__name__,
+            "supportbot.db_error": type(orig).__name__ if orig is not None else None,
+            "supportbot.sqlstate": getattr(orig, "sqlstate", None),
+            "supportbot.refused": self._refused})
+        self._refused = 0
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -117,10 +177,28 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception to the one JSON error shape; never leak a traceback."""
 
+    outages = _OutageLog(OUTAGE_LOG_EVERY_S)
+
     @app.exception_handler(SupportbotError)
     async def _supportbot_error(_: Request, exc: SupportbotError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return _json(exc.status_code, exc.to_body(), headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, DatabaseUnavailable):
+            outages.report(exc.__cause__ or exc)
+        return _json(exc.status_code, exc.to_body(), headers or None)
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_outage(exc):
+            return await _unexpected(request, exc)
+        outages.report(exc)
+        error = DatabaseUnavailable()
+        return _json(error.status_code, error.to_body(), {"Retry-After": str(RETRY_AFTER_S)})
+
+    # Registered on their classes (not left to the catch-all below), so that they are answered here and not
+    # re-raised to the server as unhandled, which would log a traceback holding the driver's message.
+    app.add_exception_handler(SQLAlchemyError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

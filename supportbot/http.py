@@ -2,11 +2,14 @@
 
 One `ServiceClient` per downstream, built once in a lifespan, with explicit connect/read timeouts.
 Failures become `DownstreamError` (503) or `DownstreamTimeout` (504) naming the service; a 4xx from the
-downstream is passed on with its own status and message.
+downstream is passed on with its own status and message, and a 503 with its type, message and `Retry-After`.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -23,8 +26,9 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 class DownstreamRejected(SupportbotError):
     """A downstream answered 4xx: the caller gets the same status and message."""
 
-    def __init__(self, status_code: int, error_type: str, message: str, *, field: str | None, service: str) -> None:
-        super().__init__(message, field=field, service=service)
+    def __init__(self, status_code: int, error_type: str, message: str, *, field: str | None, service: str,
+                 retry_after_s: int | None = None) -> None:
+        super().__init__(message, field=field, service=service, retry_after_s=retry_after_s)
         self.status_code = status_code
         self.error_type = error_type
 
@@ -59,17 +63,25 @@ class ServiceClient:
             raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
         if response.status_code >= 500:
             error = _error_of(response)
+            retry_after = retry_after_s(response)
             # A downstream that reports *its* downstream down: keep the root cause for the caller.
             if error.get("type") == DownstreamTimeout.error_type:
                 raise DownstreamTimeout(error.get("message", ""), service=error.get("service") or self.name)
             if error.get("type") == DownstreamError.error_type:
-                raise DownstreamError(error.get("message", ""), service=error.get("service") or self.name)
-            raise DownstreamError(f"{self.name} service failed ({response.status_code})", service=self.name)
+                raise DownstreamError(error.get("message", ""), service=error.get("service") or self.name,
+                                      retry_after_s=retry_after)
+            if response.status_code == 503 and isinstance(error.get("type"), str) and error.get("message"):
+                # It cannot serve now and said why (its database, say): pass that on, with its Retry-After.
+                raise DownstreamError(str(error["message"]), error_type=str(error["type"]),
+                                      service=error.get("service") or self.name, retry_after_s=retry_after)
+            raise DownstreamError(f"{self.name} service failed ({response.status_code})", service=self.name,
+                                  retry_after_s=retry_after)
         if response.status_code >= 400:
             error = _error_of(response)
             raise DownstreamRejected(response.status_code, error.get("type", "bad_request"),
                                      error.get("message", response.reason_phrase),
-                                     field=error.get("field"), service=self.name)
+                                     field=error.get("field"), service=self.name,
+                                     retry_after_s=retry_after_s(response))
         try:
             return response_model.model_validate_json(response.content)
         except ValidationError as exc:
@@ -112,6 +124,22 @@ def service_client(name: str, base_url: str, settings: CommonSettings,
                            read_timeout_s=settings.downstream_read_timeout_s, transport=transport)
     instrument_client(client.client)
     return client
+
+
+def retry_after_s(response: httpx.Response) -> int | None:
+    """A response's `Retry-After` in whole seconds (either form: seconds or an HTTP date); None if absent or bad."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0, math.ceil((when - datetime.now(UTC)).total_seconds()))
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:
