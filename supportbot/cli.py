@@ -76,15 +76,29 @@ async def _prepare(settings: GatewaySettings) -> str | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from supportbot.runner import run_all
+    from supportbot.runner import connect_host, run_all
 
     created_key = asyncio.run(_prepare(GatewaySettings()))
-    if created_key:
-        print("Created tenant 'demo'. Its API key is shown only this once:\n\n"
-              f"    {created_key}\n\n"
-              f"Try: curl -s -X POST http://{args.host}:{args.base_port}/v1/conversations "
-              f"-H 'Authorization: Bearer {created_key}'\n", flush=True)
-    return run_all(host=args.host, base_port=args.base_port)
+    url = f"http://{connect_host(args.host)}:{args.base_port}"
+    announced = False
+
+    def announce() -> None:
+        """All four are ready: only now does the `Try:` line work."""
+        nonlocal announced
+        announced = True
+        if created_key:
+            print(f"Created tenant 'demo'. Its API key is shown only this once:\n\n    {created_key}\n\n"
+                  f"Try: curl -s -X POST {url}/v1/conversations -H 'Authorization: Bearer {created_key}'\n",
+                  flush=True)
+        else:
+            print(f"Try: curl -s -X POST {url}/v1/conversations -H \"Authorization: Bearer $KEY\"  "
+                  "(KEY: the demo key printed at the first start)\n", flush=True)
+
+    code = run_all(host=args.host, base_port=args.base_port, ready_timeout_s=args.ready_timeout, on_ready=announce)
+    if created_key and not announced:
+        # It never came up, but the tenant exists now and a later start creates none: the key must not be lost.
+        print(f"Created tenant 'demo'. Its API key is shown only this once:\n\n    {created_key}\n", flush=True)
+    return code
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -374,9 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supportbot", description="Self-hosted customer-support chatbot.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from supportbot.runner import DEFAULT_READY_TIMEOUT_S
+
     up = commands.add_parser("up", help="run the gateway and the nlp, dialogue and llm services")
     up.add_argument("--base-port", type=int, default=8000, help="gateway port; the others use the next three")
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--ready-timeout", type=_seconds, default=DEFAULT_READY_TIMEOUT_S, metavar="SECONDS",
+                    help="give up when no service that is not ready yet has moved (status, preparation step or "
+                         f"fraction) for this long (default {DEFAULT_READY_TIMEOUT_S:g}; 0: wait as long as it takes)")
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run one service")
