@@ -1,4 +1,9 @@
-"""Fixtures: real databases (SQLite and PostgreSQL), real Redis, and in-process service stacks."""
+"""Fixtures: real databases (SQLite and PostgreSQL), real Redis, and in-process service stacks.
+
+Tests share nothing by accident: they use only the PostgreSQL database that `TEST_POSTGRES_URL` names (each
+test in a schema of its own, dropped afterwards) and the Redis database that `TEST_REDIS_URL` names (each
+test under a key prefix of its own, whose keys are deleted afterwards). Nothing is flushed or dropped whole.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Only keys under a test's own prefix are written or deleted there, so any database will do.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = bool(os.environ.get("CI"))
 # Intent models take the full path whatever the CPU, so that a test's predictions do not depend on which host
 # runs it; the latency plan has tests of its own (tests/nlp/test_latency.py, test_fast_path.py), which set it.
@@ -45,14 +52,20 @@ def postgres_server() -> str:
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"sb_test_{uuid.uuid4().hex[:12]}"
+    """A fresh, empty schema for one test in the `TEST_POSTGRES_URL` database, dropped afterwards.
+
+    The URL sets the connections' `search_path` to it (and their application_name, so that connections a test
+    leaves open can be closed before the drop)."""
+    schema = f"sb_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = postgres_server.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(postgres_server).set(drivername="postgresql+psycopg").update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": schema})
+    yield url.render_as_string(hide_password=False)
     with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = %s AND pid <> pg_backend_pid()", (schema,))
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
@@ -69,16 +82,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """Real Redis; the keys a test writes are under its own prefix and removed afterwards."""
+def redis_prefix(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's own Redis key prefix. It is also REDIS_KEY_PREFIX for the test's duration, so that every
+    service the test builds or spawns writes under it even where a test does not pass it on."""
+    prefix = f"sbtest:{uuid.uuid4().hex[:12]}:"
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
+    return prefix
+
+
+def delete_keys(url: str, prefix: str) -> int:
+    """Delete every key under `prefix` at `url` (and nothing else); how many there were."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+@pytest.fixture
+def redis_url(redis_prefix: str) -> Iterator[str]:
+    """Real Redis at `TEST_REDIS_URL`; the test writes only keys under `redis_prefix`, deleted afterwards."""
     if not _redis_available():
         if IN_CI:
             pytest.fail(f"Redis is required in CI and does not answer at {REDIS_URL}")
         pytest.skip("Redis not reachable")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
     yield REDIS_URL
-    client.flushdb()
+    delete_keys(REDIS_URL, redis_prefix)
 
 
 @pytest.fixture

@@ -59,14 +59,20 @@ def asgi(app: FastAPI) -> httpx.ASGITransport:
 
 @asynccontextmanager
 async def in_process_stack(*, database_url: str, data_dir: Path, model_dir: Path, redis_url: str | None = None,
-                           openai_base_url: str | None = None, openai_api_key: str | None = None) -> AsyncIterator[Stack]:
-    common = {"database_url": database_url, "data_dir": data_dir, "redis_url": redis_url}
+                           openai_base_url: str | None = None, openai_api_key: str | None = None,
+                           redis_key_prefix: str | None = None,
+                           gateway_settings: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
+    """`redis_key_prefix`: the test's own (default: REDIS_KEY_PREFIX, which the `redis_prefix` fixture sets);
+    `gateway_settings`: more GatewaySettings fields (the auth cache's times, say)."""
+    common: dict[str, Any] = {"database_url": database_url, "data_dir": data_dir, "redis_url": redis_url}
+    if redis_key_prefix is not None:
+        common["redis_key_prefix"] = redis_key_prefix
     nlp = create_nlp(NlpSettings(**{**common, "data_dir": model_dir}))
     llm = create_llm(LlmSettings(**common, openai_base_url=openai_base_url, openai_api_key=openai_api_key,
                                  openai_max_retries=0, openai_timeout_s=2.0))
     dialogue = create_dialogue(DialogueSettings(**common),
                                transports={"nlp": asgi(nlp), "llm": asgi(llm)})
-    gateway = create_gateway(GatewaySettings(**common, bootstrap_api_key=API_KEY),
+    gateway = create_gateway(GatewaySettings(**common, bootstrap_api_key=API_KEY, **(gateway_settings or {})),
                              transports={"dialogue": asgi(dialogue)})
     async with AsyncExitStack() as stack:
         for app in (nlp, llm, dialogue, gateway):

@@ -16,7 +16,7 @@ from services.dialogue.service import DialogueService
 from services.dialogue.state import StateStore
 from services.dialogue.tools import ToolRunner
 from supportbot.app import build_app
-from supportbot.cache import open_cache
+from supportbot.cache import open_redis, shared_cache
 from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
@@ -37,21 +37,27 @@ def create_app(settings: DialogueSettings | None = None,
         llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
         sessions = session_factory(engine)
         default_knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
-        cache = await open_cache(settings.redis_url)
+        redis = await open_redis(settings.redis_url)  # used from the moment it answers, even if later
+        cache = shared_cache(redis)
+        state = StateStore(cache, ttl_s=settings.state_ttl_s, redis=redis, key_prefix=settings.redis_key_prefix)
         tool_client = httpx.AsyncClient(transport=transports.get("tools"), follow_redirects=False)
         instrument_client(tool_client)
         app.state.dialogue = DialogueService(
             sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(nlp)),
-            configs=ConfigLibrary(settings.data_dir), state=StateStore(cache, ttl_s=settings.state_ttl_s),
+            configs=ConfigLibrary(settings.data_dir), state=state,
             tools=ToolRunner(tool_client), settings=settings)
         app.state.readiness_checks = {"database": lambda: ping(engine)}
         # Without nlp or llm turns are still answered, marked degraded.
         app.state.optional_checks = {"nlp": nlp.readiness, "llm": llm.readiness}
+        if redis is not None:  # while it is down, state and locks are per process: degraded
+            app.state.optional_checks["redis"] = redis.check
         try:
             yield
         finally:
             await tool_client.aclose()
             await cache.aclose()
+            if redis is not None:
+                await redis.aclose()
             await nlp.aclose()
             await llm.aclose()
             await engine.dispose()

@@ -1,7 +1,8 @@
-"""Conversation state in Redis (with a TTL) and a per-conversation lock that serialises its turns.
+"""Conversation state (with a TTL) and a per-conversation lock that serialises its turns.
 
-Without Redis both live in this process (the in-process cache and asyncio locks), which is right for a
-single replica — the embedded default.
+Both go through Redis while it answers (`supportbot.cache.SharedRedis`), so every replica sees them. Without
+Redis, or while it is down, they live in this process (the in-process cache, asyncio locks), which is right
+for a single replica, the embedded default. Keys start with the settings' `redis_key_prefix`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError
 
-from supportbot.cache import Cache, RedisCache
+from supportbot.cache import REDIS_ERRORS, Cache, SharedRedis
 from supportbot.errors import SupportbotError
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,17 @@ class ConversationState(BaseModel):
 
 
 class StateStore:
-    def __init__(self, cache: Cache, *, ttl_s: int, lock_timeout_s: float = 30.0) -> None:
+    def __init__(self, cache: Cache, *, ttl_s: int, redis: SharedRedis | None = None, key_prefix: str = "supportbot:",
+                 lock_timeout_s: float = 30.0) -> None:
         self.cache = cache
+        self.redis = redis
         self.ttl_s = ttl_s
+        self.key_prefix = key_prefix
         self.lock_timeout_s = lock_timeout_s
         self._local_locks: dict[str, asyncio.Lock] = {}
 
-    @staticmethod
-    def _key(conversation_id: str) -> str:
-        return f"supportbot:dialogue:state:{conversation_id}"
+    def _key(self, conversation_id: str) -> str:
+        return f"{self.key_prefix}dialogue:state:{conversation_id}"
 
     async def load(self, conversation_id: str) -> ConversationState:
         raw = await self.cache.get(self._key(conversation_id))
@@ -64,35 +66,38 @@ class StateStore:
 
     @asynccontextmanager
     async def locked(self, conversation_id: str) -> AsyncIterator[None]:
-        """Hold the conversation's lock: across replicas through Redis, else in this process (FIFO)."""
-        if isinstance(self.cache, RedisCache):
-            async with self._redis_lock(self.cache.client, conversation_id):
-                yield
-            return
+        """Hold the conversation's lock: in this process always (FIFO), and across replicas through Redis while
+        it answers. Taking the local one first keeps this process's turns in order whichever way Redis goes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_timeout_s
         lock = self._local_locks.setdefault(conversation_id, asyncio.Lock())
         try:
             await asyncio.wait_for(lock.acquire(), self.lock_timeout_s)
         except TimeoutError as exc:
             raise ConversationBusy("the conversation is busy with earlier messages; retry") from exc
         try:
-            yield
+            if self.redis is not None and self.redis.up:
+                async with self._redis_lock(self.redis, conversation_id, max(0.0, deadline - loop.time())):
+                    yield
+            else:
+                yield
         finally:
             lock.release()
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._local_locks.pop(conversation_id, None)
 
     @asynccontextmanager
-    async def _redis_lock(self, client: aioredis.Redis, conversation_id: str) -> AsyncIterator[None]:
+    async def _redis_lock(self, redis: SharedRedis, conversation_id: str, wait_s: float) -> AsyncIterator[None]:
         # The lock expires on its own if a replica dies holding it.
-        lock = client.lock(f"supportbot:dialogue:lock:{conversation_id}", timeout=self.lock_timeout_s,
-                           sleep=0.01, blocking_timeout=self.lock_timeout_s)
+        lock = redis.client.lock(f"{self.key_prefix}dialogue:lock:{conversation_id}", timeout=self.lock_timeout_s,
+                                 sleep=0.01, blocking_timeout=wait_s)
         try:
-            acquired = await lock.acquire()
-        except (RedisError, OSError) as exc:
-            log.warning("redis lock unavailable, falling back to a local lock: %s", type(exc).__name__)
-            local = self._local_locks.setdefault(conversation_id, asyncio.Lock())
-            async with local:
-                yield
+            acquired: bool | None = await lock.acquire()
+        except REDIS_ERRORS as exc:
+            redis.failed(exc)
+            acquired = None
+        if acquired is None:  # Redis went away: the local lock alone, as without Redis
+            yield
             return
         if not acquired:
             raise ConversationBusy("the conversation is busy with earlier messages; retry")
@@ -101,5 +106,7 @@ class StateStore:
         finally:
             try:
                 await lock.release()
-            except (LockError, RedisError, OSError):
+            except LockError:
                 log.warning("conversation lock expired before release")
+            except REDIS_ERRORS as exc:
+                redis.failed(exc)

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from services.llm.accounting import UsageRecorder
@@ -22,21 +21,22 @@ from services.llm.routes import router
 from services.llm.service import Generator
 from services.llm.tokens import encoding
 from supportbot.app import build_app
-from supportbot.cache import RedisCache, open_cache
+from supportbot.cache import SharedRedis, open_redis, shared_cache
 from supportbot.db import open_database, ping, session_factory
 from supportbot.settings import LlmSettings
 
 log = logging.getLogger(__name__)
 
 
-def build_chain(settings: LlmSettings, redis: aioredis.Redis | None,
+def build_chain(settings: LlmSettings, redis: SharedRedis | None,
                 extra: list[Provider] | None = None) -> list[Link]:
     """The failover chain: OpenAI when a key is set, the local server when configured, `extra` (e.g. an
     in-process model), then the offline responder. Each gets its own breaker and retry policy."""
 
     def link(provider: Provider, retries: int) -> Link:
         breaker = CircuitBreaker(provider.name, redis=redis, failures=settings.breaker_failures,
-                                 window_s=settings.breaker_window_s, open_s=settings.breaker_open_s)
+                                 window_s=settings.breaker_window_s, open_s=settings.breaker_open_s,
+                                 key_prefix=settings.redis_key_prefix)
         return Link(provider, breaker, RetryPolicy(retries, settings.retry_base_s, settings.retry_max_wait_s))
 
     links: list[Link] = []
@@ -78,8 +78,8 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_database(settings.resolved_database_url)
         sessions = session_factory(engine)
-        cache = await open_cache(settings.redis_url)
-        redis = cache.client if isinstance(cache, RedisCache) else None
+        redis = await open_redis(settings.redis_url)  # used from the moment it answers, even if later
+        cache = shared_cache(redis)
         failover = Failover(build_chain(settings, redis, extra=await load_local_models(settings)))
         recorder = UsageRecorder(sessions, settings.spool_dir, batch_size=settings.usage_batch_size,
                                  flush_interval_s=settings.usage_flush_interval_s,
@@ -87,12 +87,16 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
         await asyncio.to_thread(encoding)  # load the tokenizer now, not on the first request
         await recorder.start()
         app.state.generator = Generator(
-            failover, ResponseCache(cache, settings.cache_ttl_s, redis=redis, lock_ttl_s=settings.cache_lock_ttl_s),
-            recorder, BudgetGuard(sessions, redis, refresh_s=settings.budget_refresh_s),
+            failover, ResponseCache(cache, settings.cache_ttl_s, redis=redis, key_prefix=settings.redis_key_prefix,
+                                    lock_ttl_s=settings.cache_lock_ttl_s),
+            recorder, BudgetGuard(sessions, redis, refresh_s=settings.budget_refresh_s,
+                                  key_prefix=settings.redis_key_prefix),
             prices=settings.prices_per_million, default_max_tokens=settings.default_max_tokens,
             nondeterministic_tenants=settings.cache_nondeterministic_tenants)
         app.state.recorder = recorder
-        app.state.readiness_checks = {"database": lambda: ping(engine)}  # a down cache is bypassed, not fatal
+        app.state.readiness_checks = {"database": lambda: ping(engine)}
+        if redis is not None:  # while it is down, cache, budgets and breakers are per process: degraded
+            app.state.optional_checks = {"redis": redis.check}
         try:
             yield
         finally:
@@ -100,6 +104,8 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
             for link in failover.links:
                 await link.provider.aclose()
             await cache.aclose()
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     return build_app("llm", settings, lifespan=lifespan, routers=[router], title="supportbot llm")

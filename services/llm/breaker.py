@@ -4,9 +4,10 @@
       ▲                                                                     │ success → closed
       └─────────────────────────────────────────────────────────────────────┘ failure → open again
 
-State lives in one Redis hash per provider (`supportbot:llm:breaker:<name>`) plus a sorted set of recent
-failure times, changed only by Lua scripts, so replicas see the same state and exactly one of them sends the
-half-open probe. Without Redis (or while it is down) each process keeps the same state machine in memory.
+State lives in one Redis hash per provider (`<redis_key_prefix>llm:breaker:<name>`) plus a sorted set of
+recent failure times, changed only by Lua scripts, so replicas see the same state and exactly one of them
+sends the half-open probe. Without Redis (or while it is down: `SharedRedis.up`) each process keeps the same
+state machine in memory.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from supportbot.cache import REDIS_ERRORS, SharedRedis
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +74,37 @@ class _LocalState:
 class CircuitBreaker:
     """The breaker of one provider; `allow()` before a call, then `success()` or `failure()`."""
 
-    def __init__(self, name: str, *, redis: aioredis.Redis | None, failures: int, window_s: float,
-                 open_s: float) -> None:
+    def __init__(self, name: str, *, redis: SharedRedis | None, failures: int, window_s: float,
+                 open_s: float, key_prefix: str = "supportbot:") -> None:
         self.name = name
         self.redis = redis
         self.threshold = failures
         self.window_s = window_s
         self.open_s = open_s
-        self._keys = [f"supportbot:llm:breaker:{name}", f"supportbot:llm:breaker:{name}:failures"]
+        self._keys = [f"{key_prefix}llm:breaker:{name}", f"{key_prefix}llm:breaker:{name}:failures"]
         self._local = _LocalState()
-        self._scripts = ({kind: redis.register_script(body) for kind, body in
+        self._scripts = ({kind: redis.client.register_script(body) for kind, body in
                           (("allow", _ALLOW), ("failure", _FAILURE), ("success", _SUCCESS))}
                          if redis is not None else {})
+
+    @property
+    def _shared(self) -> bool:
+        return bool(self._scripts) and self.redis is not None and self.redis.up
+
+    def _lost(self, exc: BaseException) -> None:
+        """Redis failed under us: this process's own state machine until it answers again."""
+        assert self.redis is not None
+        self.redis.failed(exc)
 
     async def allow(self) -> bool:
         """Whether a request may go to the provider now (in half-open: only the one probe)."""
         now = time.time()
-        if self._scripts:
+        if self._shared:
             try:
                 allowed, state = await self._scripts["allow"](keys=self._keys, args=[now, self.open_s])
                 return bool(allowed)
-            except (RedisError, OSError) as exc:
-                log.warning("breaker state unavailable in redis, using local state: %s", type(exc).__name__)
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
         local = self._local
         if local.state == CLOSED:
             return True
@@ -106,13 +115,13 @@ class CircuitBreaker:
 
     async def failure(self) -> str:
         now = time.time()
-        if self._scripts:
+        if self._shared:
             try:
                 state = await self._scripts["failure"](
                     keys=self._keys, args=[now, self.window_s, self.threshold, f"{now}:{id(self)}:{time.perf_counter_ns()}"])
                 return self._changed(state.decode() if isinstance(state, bytes) else str(state))
-            except (RedisError, OSError) as exc:
-                log.warning("breaker state unavailable in redis, using local state: %s", type(exc).__name__)
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
         local = self._local
         if local.state == HALF_OPEN:
             local.state, local.since = OPEN, now
@@ -123,23 +132,24 @@ class CircuitBreaker:
         return self._changed(local.state)
 
     async def success(self) -> str:
-        if self._scripts:
+        if self._shared:
             try:
                 await self._scripts["success"](keys=self._keys, args=[])
                 return CLOSED
-            except (RedisError, OSError) as exc:
-                log.warning("breaker state unavailable in redis, using local state: %s", type(exc).__name__)
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
         self._local = _LocalState()
         return CLOSED
 
     async def state(self) -> str:
         """The current state (for probes and tests)."""
-        if self._scripts:
+        if self._shared:
+            assert self.redis is not None
             try:
-                raw = await self.redis.hget(self._keys[0], "state")  # type: ignore[union-attr]
+                raw = await self.redis.client.hget(self._keys[0], "state")
                 return raw.decode() if raw else CLOSED
-            except (RedisError, OSError):
-                pass
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
         return self._local.state
 
     def _changed(self, state: str) -> str:

@@ -4,8 +4,11 @@ Before a call the service reserves its worst case (prompt tokens + `max_tokens`,
 the reservation is settled to what was actually used. Reserve is one Lua script on a per-tenant, per-month
 Redis hash — check and add in one step — so a burst of concurrent requests on any number of replicas cannot
 overspend. The hash is seeded from the SQL usage table (the source of truth) the first time a month is seen,
-and expires after the month. Without Redis each process keeps the counters itself (seeded the same way; not
-shared). Cost is counted in integer nano-dollars so Redis arithmetic stays exact.
+and expires after the month. Without Redis, or while it is down, each process keeps the counters itself
+(seeded the same way; not shared). When Redis answers again, the months this process counted by itself are
+dropped there, so that they are seeded afresh from the usage table, which holds what every replica spent
+meanwhile. Cost is counted in integer nano-dollars so Redis arithmetic stays exact. Keys start with the
+settings' `redis_key_prefix`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.llm.storage import TenantBudget, get_budget, month_to_date
+from supportbot.cache import REDIS_ERRORS, SharedRedis
 from supportbot.errors import BudgetExceeded
 
 log = logging.getLogger(__name__)
@@ -72,15 +74,18 @@ def month_start(now: datetime | None = None) -> datetime:
 class BudgetGuard:
     """Reserve and settle token/cost budgets; tenants without a budget row are not limited."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: aioredis.Redis | None, *,
-                 refresh_s: float = 10.0) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: SharedRedis | None, *,
+                 refresh_s: float = 10.0, key_prefix: str = "supportbot:") -> None:
         self.sessions = sessions
         self.redis = redis
         self.refresh_s = refresh_s
+        self.key_prefix = key_prefix
         self._budgets: dict[str, tuple[float, TenantBudget | None]] = {}
         self._local: dict[tuple[str, str], list[int]] = {}
-        self._reserve = redis.register_script(_RESERVE) if redis is not None else None
-        self._settle = redis.register_script(_SETTLE) if redis is not None else None
+        self._reserve = redis.client.register_script(_RESERVE) if redis is not None else None
+        self._settle = redis.client.register_script(_SETTLE) if redis is not None else None
+        if redis is not None:
+            redis.on_recovery(self._reseed_after_outage)
 
     async def budget(self, tenant_id: str) -> TenantBudget | None:
         cached = self._budgets.get(tenant_id)
@@ -107,12 +112,12 @@ class BudgetGuard:
         limits = (tokens, nano, limit_tokens, limit_nano)
         in_redis = False
         result: tuple[int, int, int, str] | None = None
-        if self._reserve is not None:
+        if self._reserve is not None and self.redis is not None and self.redis.up:
             try:
                 result = await self._redis_reserve(tenant_id, month, *limits)
                 in_redis = True
-            except (RedisError, OSError) as exc:
-                log.warning("redis unavailable, budgets enforced per process: %s", type(exc).__name__)
+            except REDIS_ERRORS as exc:
+                self.redis.failed(exc)  # budgets enforced per process until it answers again
         if result is None:
             result = await self._local_reserve(tenant_id, month, *limits)
         status, used_tokens, used_nano, which = result
@@ -134,14 +139,15 @@ class BudgetGuard:
             return
         delta_tokens = tokens - reservation.tokens
         delta_nano = int(cost_usd * NANO) - reservation.nano
-        if reservation.in_redis and self._settle is not None:
+        if reservation.in_redis and self._settle is not None and self.redis is not None:
+            if not self.redis.up:
+                return  # the counters keep the worst case: they err on the safe side
             try:
-                await self._settle(keys=[_key(reservation.tenant_id, reservation.month)],
+                await self._settle(keys=[self._key(reservation.tenant_id, reservation.month)],
                                    args=[delta_tokens, delta_nano])
-                return
-            except (RedisError, OSError) as exc:
-                log.warning("budget not settled in redis: %s", type(exc).__name__)
-                return
+            except REDIS_ERRORS as exc:
+                self.redis.failed(exc)
+            return
         counters = self._local.get((reservation.tenant_id, reservation.month))
         if counters is not None:
             counters[0] += delta_tokens
@@ -155,7 +161,7 @@ class BudgetGuard:
     async def _redis_reserve(self, tenant_id: str, month: str, tokens: int, nano: int, limit_tokens: int,
                              limit_nano: int) -> tuple[int, int, int, str]:
         assert self._reserve is not None
-        key = _key(tenant_id, month)
+        key = self._key(tenant_id, month)
         seed = (-1, -1)
         for _ in range(2):
             status, used_tokens, used_nano, which = await self._reserve(
@@ -179,9 +185,19 @@ class BudgetGuard:
         counters[1] += nano
         return 1, counters[0], counters[1], ""
 
+    def _key(self, tenant_id: str, month: str) -> str:
+        return f"{self.key_prefix}llm:budget:{tenant_id}:{month}"
 
-def _key(tenant_id: str, month: str) -> str:
-    return f"supportbot:llm:budget:{tenant_id}:{month}"
+    async def _reseed_after_outage(self) -> bool:
+        """Redis is back: forget the months counted here alone, there and here, so the next reservation seeds
+        them from the usage table (what every replica recorded during the outage)."""
+        if not self._local or self.redis is None:
+            return False
+        months = list(self._local)
+        await self.redis.client.delete(*(self._key(tenant, month) for tenant, month in months))
+        for month_key in months:
+            self._local.pop(month_key, None)
+        return True
 
 
 def _text(value: bytes | str) -> str:

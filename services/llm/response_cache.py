@@ -6,7 +6,9 @@ chunks a streamed answer came in, so a hit can be replayed as a real stream.
 
 Single flight: concurrent identical misses make one upstream call. Inside a process the followers await the
 leader's future; across replicas the leader holds a Redis lock (`SET NX PX`) and followers poll for the entry
-until the lock goes away. If the leader gets no cacheable answer, followers go upstream themselves.
+until the lock goes away. If the leader gets no cacheable answer, followers go upstream themselves. While
+Redis is down (`SharedRedis.up` false) the entries live in this process and single flight is per process.
+Keys start with the settings' `redis_key_prefix`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
-from redis.exceptions import RedisError
 
 from services.llm.providers.base import SamplingParams
-from supportbot.cache import Cache
+from supportbot.cache import REDIS_ERRORS, Cache, SharedRedis
 from supportbot.contracts.llm import ChatMessage, GenerationContext
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class CachedAnswer(BaseModel):
 
 def cache_key(*, tenant_id: str, model: str, messages: list[ChatMessage], params: SamplingParams,
               context: GenerationContext) -> str:
-    """Tenant-scoped key; message text is whitespace-normalized so trivial differences still hit."""
+    """Tenant-scoped key; message text is whitespace-normalized so trivial differences still hit. The cache
+    stores it under its `key_prefix`."""
     options = params.options
     material = {
         "model": model,
@@ -57,7 +58,7 @@ def cache_key(*, tenant_id: str, model: str, messages: list[ChatMessage], params
         "language": context.language,
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    return f"supportbot:llm:v2:{tenant_id}:{digest}"
+    return f"llm:v2:{tenant_id}:{digest}"
 
 
 @dataclass
@@ -88,33 +89,38 @@ class Lease:
 
 
 class ResponseCache:
-    def __init__(self, cache: Cache, ttl_s: int, *, redis: aioredis.Redis | None = None,
+    def __init__(self, cache: Cache, ttl_s: int, *, redis: SharedRedis | None = None, key_prefix: str = "supportbot:",
                  lock_ttl_s: float = 60.0, poll_s: float = 0.02) -> None:
         self.cache = cache
         self.ttl_s = ttl_s
         self.redis = redis
+        self.key_prefix = key_prefix
         self.lock_ttl_s = lock_ttl_s
         self.poll_s = poll_s
         self.flights: dict[str, asyncio.Future[CachedAnswer | None]] = {}
-        self._release = redis.register_script(_RELEASE) if redis is not None else None
+        self._release = redis.client.register_script(_RELEASE) if redis is not None else None
 
     @property
     def available(self) -> bool:
         """False while the cache backend is failing (requests then bypass it)."""
         return getattr(self.cache, "healthy", True)
 
+    def stored_key(self, key: str) -> str:
+        """Where `key`'s entry lives (its single-flight lock: with `:lock` after it)."""
+        return self.key_prefix + key
+
     async def get(self, key: str) -> CachedAnswer | None:
-        raw = await self.cache.get(key)
+        raw = await self.cache.get(self.stored_key(key))
         if raw is None:
             return None
         try:
             return CachedAnswer.model_validate_json(raw)
         except ValueError:
-            await self.cache.delete(key)
+            await self.cache.delete(self.stored_key(key))
             return None
 
     async def put(self, key: str, answer: CachedAnswer) -> None:
-        await self.cache.set(key, answer.model_dump_json().encode(), self.ttl_s)
+        await self.cache.set(self.stored_key(key), answer.model_dump_json().encode(), self.ttl_s)
 
     async def join(self, key: str) -> CachedAnswer | Lease:
         """The answer an identical request is producing for `key`, or a `Lease` to produce it."""
@@ -144,21 +150,24 @@ class ResponseCache:
         return answer if answer is not None else Lease(key, self)
 
     async def _lock(self, key: str, token: str) -> bool:
-        """Take the cross-replica lock; True also when there is no Redis to share it with."""
-        if self.redis is None:
+        """Take the cross-replica lock; True also when there is no Redis (up) to share it with."""
+        if self.redis is None or not self.redis.up:
             return True
         try:
-            return bool(await self.redis.set(f"{key}:lock", token, nx=True, px=int(self.lock_ttl_s * 1000)))
-        except (RedisError, OSError):
+            return bool(await self.redis.client.set(f"{self.stored_key(key)}:lock", token, nx=True,
+                                                    px=int(self.lock_ttl_s * 1000)))
+        except REDIS_ERRORS as exc:
+            self.redis.failed(exc)
             return True
 
     async def release(self, key: str, token: str | None) -> None:
-        if token is None or self._release is None:
+        # While Redis is down the lock is left to expire (lock_ttl_s): releasing would wait for a timeout.
+        if token is None or self._release is None or self.redis is None or not self.redis.up:
             return
         try:
-            await self._release(keys=[f"{key}:lock"], args=[token])
-        except (RedisError, OSError):
-            pass
+            await self._release(keys=[f"{self.stored_key(key)}:lock"], args=[token])
+        except REDIS_ERRORS as exc:
+            self.redis.failed(exc)
 
     async def _await_other_replica(self, key: str, deadline: float) -> CachedAnswer | None:
         """Poll for the entry another replica is filling; None once its lock is gone without one."""
@@ -167,10 +176,13 @@ class ResponseCache:
         while loop.time() < deadline:
             if (hit := await self.get(key)) is not None:
                 return hit
+            if not self.redis.up:
+                return None
             try:
-                if not await self.redis.exists(f"{key}:lock"):
+                if not await self.redis.client.exists(f"{self.stored_key(key)}:lock"):
                     return await self.get(key)
-            except (RedisError, OSError):
+            except REDIS_ERRORS as exc:
+                self.redis.failed(exc)
                 return None
             await asyncio.sleep(self.poll_s)
         return None
