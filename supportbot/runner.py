@@ -9,9 +9,10 @@
   dying before it ever becomes ready gives up after `MAX_TRIES_BEFORE_READY` starts, with its exit code and
   the last thing it said.
 - Each child leads a process group of its own (nlp's preparation process runs in nlp's), so Ctrl-C reaches
-  only `up`, and a stop reaches everything a service started: SIGTERM to each group, SIGKILL of what is left
-  after a grace, all gone within `STOP_LIMIT_S` of the signal. A child that dies takes its group with it
-  before it is started again, so an orphaned preparation never races the next one.
+  only `up`, and a stop (SIGINT, SIGTERM, or SIGHUP when its terminal goes) reaches everything a service
+  started: SIGTERM to each group, SIGKILL of what is left after a grace, all gone within `STOP_LIMIT_S` of
+  the signal. A child that dies takes its group with it before it is started again, so an orphaned
+  preparation never races the next one; on Linux a child also gets SIGTERM if `up` itself is killed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -47,6 +49,8 @@ POLL_SERVING_S = 2.0
 READ_TIMEOUT_S = 6.0  # a /readyz runs its own downstream checks within 4 s
 OUTPUT_TAIL_LINES = 40
 LINE_LIMIT = 1 << 20
+# SIGHUP: the terminal `up` ran in has gone; its children must not run on without it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def service_env(base_env: dict[str, str], host: str, base_port: int) -> dict[str, str]:
@@ -68,6 +72,38 @@ def connect_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on `host:port` now (as uvicorn binds: SO_REUSEADDR, so a port in
+    TIME_WAIT is free)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]") or "0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a child gets SIGTERM if `up` itself dies without stopping it (SIGKILL, OOM), rather than run on
+    as an orphan that holds its port. The prctl function is looked up here, before any fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return set_death_signal
 
 
 def service_command(name: str, host: str, port: int) -> list[str]:
@@ -310,6 +346,8 @@ class Supervisor:
                  display: PlainDisplay, on_ready: Callable[[], None] | None = None) -> None:
         self.services = list(services)
         self.host = connect_host(host)
+        self.bind_host = host
+        self._preexec = _die_with_parent()
         self.env = dict(env)
         self.ready_timeout_s = ready_timeout_s
         self.display = display
@@ -322,8 +360,16 @@ class Supervisor:
         self._client: httpx.AsyncClient | None = None
 
     async def run(self) -> int:
+        busy = [f"{service.name} :{service.port}" for service in self.services if port_in_use(self.bind_host,
+                                                                                             service.port)]
+        if busy:
+            # Another `up` (or any server) there would answer our readiness polls for services that never ran.
+            self.display.message(f"ports in use: {', '.join(busy)}; stop what holds them or choose another "
+                                 "--base-port")
+            self.display.close()
+            return 1
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal)
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT_S, connect=1.0),
@@ -342,7 +388,7 @@ class Supervisor:
                     await asyncio.gather(*pollers, return_exceptions=True)
         finally:
             await self._stop_all()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             self.display.close()
 
@@ -415,7 +461,7 @@ class Supervisor:
         try:
             process = await asyncio.create_subprocess_exec(
                 *service.command, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT, preexec_fn=self._preexec)
         except OSError as exc:
             self.display.message(f"{service.name} cannot be started: {exc}; stopping")
             return False

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -155,7 +156,8 @@ def stop_within_limit(process: subprocess.Popen[bytes], sig: signal.Signals, gro
 
 
 def kill_all(process: subprocess.Popen[bytes], groups: set[int]) -> None:
-    """Clean-up after a failed assertion: nothing may outlive the test."""
+    """Clean-up after a failed assertion: nothing may outlive the test (a restarted service has a new group)."""
+    groups = groups | all_groups(process.pid) if process.poll() is None else groups
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -238,6 +240,37 @@ def test_sigterm_stops_everything_within_10_s_even_what_ignores_sigterm(tmp_path
         groups = {group_of(pid) for pid in pids} - {None}
         assert stop_within_limit(process, signal.SIGTERM, groups) == 0  # type: ignore[arg-type]
         assert not any(running(pid) for pid in pids)
+    finally:
+        kill_all(process, recorded_pids(pidfile))
+
+
+def test_up_refuses_ports_already_in_use(tmp_path: Path) -> None:
+    """Another server there would answer the readiness polls for a service that never started."""
+    script = tmp_path / "standin.py"
+    script.write_text(STANDIN)
+    base = free_port_block(4)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + OFFSETS["llm"]))
+        holder.listen()
+        commands = {name: [sys.executable, str(script), "ok", str(base + OFFSETS[name]), str(tmp_path / "pids")]
+                    for name in OFFSETS}
+        result = subprocess.run([sys.executable, "-c", RUN_STANDINS, str(base), "60", json.dumps(commands)],
+                                capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 1
+    assert f"supportbot: ports in use: llm :{base + OFFSETS['llm']}; stop what holds them" in result.stderr
+    assert not (tmp_path / "pids").exists()  # nothing was started
+
+
+def test_services_do_not_outlive_a_killed_up(tmp_path: Path) -> None:
+    """SIGKILL leaves `up` no chance to stop them: the kernel tells them (Linux's parent-death signal)."""
+    process, log_path, pidfile, _ = run_standins(tmp_path, {}, ready_timeout_s=60)
+    try:
+        wait_for(lambda: "READY" in log_path.read_text(), 30, "stand-ins ready")
+        pids = recorded_pids(pidfile)
+        assert len(pids) == 4
+        process.kill()
+        process.wait()
+        wait_for(lambda: not any(running(pid) for pid in pids), STOP_LIMIT_S, "every service gone")
     finally:
         kill_all(process, recorded_pids(pidfile))
 
