@@ -1,6 +1,7 @@
 """The last resort: answers from the knowledge passages and reply templates it is given, and says so.
 
-It never pretends to be an LLM: every answer starts by telling the customer the assistant is offline.
+It never pretends to be an LLM: every answer tells the customer the assistant is offline. The answer itself
+is `supportbot.offline_answer`, which the dialogue service also uses when the llm service is down.
 """
 
 from __future__ import annotations
@@ -10,26 +11,17 @@ from collections.abc import AsyncIterator
 
 from services.llm.providers.base import NO_OPTIONS, Delta, Generation, GenerationOptions, TokenUsage
 from supportbot.contracts.llm import ChatMessage, GenerationContext
-from supportbot.resources import reply
+from supportbot.offline_answer import OFFLINE_MODEL, OFFLINE_PROVIDER, offline_answer
 
 
 class OfflineResponder:
-    name = "offline"
-    model = "offline-responder"
+    name = OFFLINE_PROVIDER
+    model = OFFLINE_MODEL
     cacheable = False
 
     async def generate(self, messages: list[ChatMessage], context: GenerationContext, *, temperature: float,
                        max_tokens: int, options: GenerationOptions = NO_OPTIONS) -> Generation:
-        language = context.language
-        prefix = reply("offline_prefix", language) or ""
-        if context.knowledge:
-            best = context.knowledge[0]
-            text = f"{prefix}\n\n{best.snippet.strip()}\n\n({best.title})"
-        elif context.intent and (template := reply(context.intent, language)):
-            text = f"{prefix}\n\n{template}"
-        else:
-            text = reply("offline_no_answer", language) or prefix
-        return Generation(text=text, prompt_tokens=0, completion_tokens=0, model=self.model)
+        return Generation(text=offline_answer(context), prompt_tokens=0, completion_tokens=0, model=self.model)
 
     async def stream(self, messages: list[ChatMessage], context: GenerationContext, *, temperature: float,
                      max_tokens: int, options: GenerationOptions = NO_OPTIONS) -> AsyncIterator[Delta]:
