@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from services.dialogue.fallback import ShortCircuit, short_circuit_client
 from services.dialogue.flows import ConfigLibrary
 from services.dialogue.kb import Embedder, KnowledgeLibrary
 from services.dialogue.knowledge import KnowledgeBase
@@ -18,7 +19,6 @@ from services.dialogue.tools import ToolRunner
 from supportbot.app import build_app
 from supportbot.cache import open_redis, shared_cache
 from supportbot.db import open_database, ping, session_factory
-from supportbot.http import service_client
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
 from supportbot.settings import DialogueSettings
 from supportbot.telemetry import instrument_client
@@ -33,8 +33,15 @@ def create_app(settings: DialogueSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = open_database(settings.resolved_database_url)
-        nlp = service_client("nlp", settings.nlp_url, settings, transports.get("nlp"))
-        llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
+        # An analysis past NLP_TIMEOUT_S is given up (the turn is answered without it); embedding a knowledge
+        # base takes longer, so it has its own client. Both skip nlp for a few seconds once it has failed.
+        nlp_circuit = ShortCircuit("nlp")
+        nlp = short_circuit_client("nlp", settings.nlp_url, settings, circuit=nlp_circuit,
+                                   transport=transports.get("nlp"), read_timeout_s=settings.nlp_timeout_s)
+        embed_client = short_circuit_client("nlp", settings.nlp_url, settings, circuit=nlp_circuit,
+                                            transport=transports.get("nlp"))
+        llm = short_circuit_client("llm", settings.llm_url, settings, circuit=ShortCircuit("llm"),
+                                   transport=transports.get("llm"))
         sessions = session_factory(engine)
         default_knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
         redis = await open_redis(settings.redis_url)  # used from the moment it answers, even if later
@@ -43,7 +50,8 @@ def create_app(settings: DialogueSettings | None = None,
         tool_client = httpx.AsyncClient(transport=transports.get("tools"), follow_redirects=False)
         instrument_client(tool_client)
         app.state.dialogue = DialogueService(
-            sessions=sessions, nlp=nlp, llm=llm, knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(nlp)),
+            sessions=sessions, nlp=nlp, llm=llm,
+            knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(embed_client)),
             configs=ConfigLibrary(settings.data_dir), state=state,
             tools=ToolRunner(tool_client), settings=settings)
         app.state.readiness_checks = {"database": lambda: ping(engine)}
@@ -59,6 +67,7 @@ def create_app(settings: DialogueSettings | None = None,
             if redis is not None:
                 await redis.aclose()
             await nlp.aclose()
+            await embed_client.aclose()
             await llm.aclose()
             await engine.dispose()
 

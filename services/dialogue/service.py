@@ -5,6 +5,10 @@ sensitive topic, a streak of frustration); a likely prompt injection gets a temp
 active flow takes the message as its slot answer; small talk is answered from templates; an intent that
 starts a flow starts it; everything else is answered by the LLM from knowledge-base passages (after too many
 unsure turns without a passage, a person takes over).
+
+Degraded, not dead: when nlp is down or too slow the turn is answered from what dialogue reads of the message
+itself (`fallback`: no intent, words-only knowledge search); when the llm service is down, dialogue builds the
+offline answer from the same passages and templates. Such replies say so (`degraded`, `degraded_reasons`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.dialogue import storage
+from services.dialogue.fallback import (
+    LLM_UNAVAILABLE,
+    NLP_TIMEOUT,
+    NLP_UNAVAILABLE,
+    analysis_without_nlp,
+    asks_for_person,
+    made_without_nlp,
+)
 from services.dialogue.flows import ConfigLibrary, DialogueConfig, Flow, Slot, pick
 from services.dialogue.kb import KnowledgeLibrary
 from services.dialogue.knowledge import KnowledgeRetriever, as_sources
@@ -39,8 +51,9 @@ from supportbot.contracts.llm import (
 )
 from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
 from supportbot.db import transaction, utcnow
-from supportbot.errors import Conflict, NotFound
+from supportbot.errors import Conflict, DownstreamError, DownstreamTimeout, NotFound
 from supportbot.http import ServiceClient
+from supportbot.offline_answer import OFFLINE_PROVIDER, offline_answer
 from supportbot.pii import redact
 from supportbot.resources import SUPPORTED_REPLY_LANGUAGES, reply
 from supportbot.settings import DialogueSettings
@@ -58,6 +71,7 @@ class Decision:
     provider: str
     handoff_reason: str | None = None
     sources: list[Source] = field(default_factory=list)
+    degraded_reasons: list[str] = field(default_factory=list)
 
 
 class DialogueService:
@@ -101,10 +115,9 @@ class DialogueService:
                 return _replay(earlier)
             history = await storage.list_messages(session, conversation_id=conversation.id,
                                                   last=self.settings.history_turns * 2)
-        analysis = await self.nlp.post("/v1/analyze", AnalyzeRequest(text=turn.text, tenant_id=turn.tenant_id),
-                                       AnalyzeResponse)
-        language = analysis.language if analysis.language in SUPPORTED_REPLY_LANGUAGES else "en"
         state = await self.state.load(turn.conversation_id)
+        analysis, nlp_problem = await self._analyze(turn, previous_language=state.language)
+        language = analysis.language if analysis.language in SUPPORTED_REPLY_LANGUAGES else "en"
         state.turn_count += 1
         state.language = language
         decision: Decision | None
@@ -116,28 +129,46 @@ class DialogueService:
                                           [(m.role, redact(m.text)[0]) for m in history])
         handoff_reason = "handed_off" if decision is None else decision.handoff_reason
         state.handoff = handoff_reason is not None
+        reasons = [*([nlp_problem] if nlp_problem else []), *(decision.degraded_reasons if decision else [])]
         response = TurnResponse(
             conversation_id=turn.conversation_id, message_id=0,
             reply=Reply(text=decision.text, language=language) if decision else None,
-            intent=analysis.intent, out_of_scope=analysis.out_of_scope, handoff=state.handoff,
-            handoff_reason=handoff_reason, flow=state.flow, sources=decision.sources if decision else [],
-            provider=decision.provider if decision else None)
-        response = await self._store(turn, analysis, response, (time.perf_counter() - started) * 1000,
+            intent=None if nlp_problem else analysis.intent, out_of_scope=analysis.out_of_scope,
+            handoff=state.handoff, handoff_reason=handoff_reason, flow=state.flow,
+            sources=decision.sources if decision else [], provider=decision.provider if decision else None,
+            degraded=bool(reasons), degraded_reasons=reasons)
+        response = await self._store(turn, response, (time.perf_counter() - started) * 1000,
                                      newly_handed_off=state.handoff and not conversation.handoff)
         await self.state.save(turn.conversation_id, state)
-        log.info("turn handled", extra={"supportbot.intent": analysis.intent.name,
+        log.info("turn handled", extra={"supportbot.intent": response.intent.name if response.intent else None,
                                         "supportbot.provider": response.provider,
                                         "supportbot.flow": state.flow,
-                                        "supportbot.handoff_reason": handoff_reason})
+                                        "supportbot.handoff_reason": handoff_reason,
+                                        "supportbot.degraded_reasons": reasons})
         return response
 
-    async def _store(self, turn: TurnRequest, analysis: AnalyzeResponse, response: TurnResponse,
-                     latency_ms: float, *, newly_handed_off: bool) -> TurnResponse:
+    async def _analyze(self, turn: TurnRequest, *, previous_language: str) -> tuple[AnalyzeResponse, str | None]:
+        """nlp's analysis, or dialogue's own when nlp is down or too slow, with the reason (a 4xx is raised)."""
+        try:
+            analysis = await self.nlp.post("/v1/analyze", AnalyzeRequest(text=turn.text, tenant_id=turn.tenant_id),
+                                           AnalyzeResponse)
+            return analysis, None
+        except DownstreamError as exc:
+            reason = NLP_TIMEOUT if isinstance(exc, DownstreamTimeout) else NLP_UNAVAILABLE
+            # The reason and nlp's error, never the customer's text.
+            log.warning("nlp unavailable, turn answered without it",
+                        extra={"supportbot.reason": reason, "supportbot.error": exc.message,
+                               "supportbot.tenant": turn.tenant_id})
+            return analysis_without_nlp(turn.text, previous_language=previous_language), reason
+
+    async def _store(self, turn: TurnRequest, response: TurnResponse, latency_ms: float, *,
+                     newly_handed_off: bool) -> TurnResponse:
+        intent = response.intent
         try:
             async with transaction(self.sessions) as session:
                 customer = await storage.add_message(session, MessageRow(
                     conversation_id=turn.conversation_id, role="customer", text=turn.text,
-                    intent=analysis.intent.name, confidence=analysis.intent.confidence,
+                    intent=intent.name if intent else None, confidence=intent.confidence if intent else None,
                     client_message_id=turn.client_message_id, created_at=utcnow()))
                 if response.reply is None:
                     response = response.model_copy(update={"message_id": customer.id})
@@ -159,15 +190,20 @@ class DialogueService:
                       state: ConversationState, config: DialogueConfig, history: list[tuple[str, str]]) -> Decision:
         rules = config.handoff
         intent, confidence = analysis.intent.name, analysis.intent.confidence
+        # Without nlp there is no intent or sentiment: a plain request for a person is read from the words,
+        # and the turn moves neither the frustration nor the low-confidence streak.
+        understood = not made_without_nlp(analysis)
         lowered = turn.text.lower()
-        if intent == HANDOFF_INTENT and confidence >= self.settings.handoff_min_confidence:
+        if (intent == HANDOFF_INTENT and confidence >= self.settings.handoff_min_confidence
+                or not understood and asks_for_person(turn.text)):
             return self._handoff(state, "human_agent", "requested", language)
         if intent in rules.sensitive_intents or any(topic.lower() in lowered for topic in rules.sensitive_topics):
             return self._handoff(state, "handoff_sensitive", "sensitive_topic", language)
-        frustrated = analysis.sentiment.frustration >= rules.frustration_threshold
-        state.negative_streak = state.negative_streak + 1 if frustrated else 0
-        if state.negative_streak >= rules.frustrated_turns:
-            return self._handoff(state, "handoff_frustrated", "frustration", language)
+        if understood:
+            frustrated = analysis.sentiment.frustration >= rules.frustration_threshold
+            state.negative_streak = state.negative_streak + 1 if frustrated else 0
+            if state.negative_streak >= rules.frustrated_turns:
+                return self._handoff(state, "handoff_frustrated", "frustration", language)
         if analysis.injection_score >= config.guardrails.injection_threshold:
             # Neither the LLM nor a tool sees it; the customer is asked what they need. No text in the log.
             log.warning("prompt injection suspected, message not sent to the LLM",
@@ -190,21 +226,29 @@ class DialogueService:
             return await self._continue_flow(turn, analysis, language, state, config, match[1], first=True)
 
         knowledge = await self.knowledge.for_tenant(turn.tenant_id)
-        # The encoder is an English model: semantic matching only for English questions.
+        # The encoder is an English model: semantic matching only for English questions (and only from nlp).
         query_vector = None
-        if knowledge.vectors is not None and analysis.language == "en" and self.knowledge.embedder is not None:
+        if (understood and knowledge.vectors is not None and analysis.language == "en"
+                and self.knowledge.embedder is not None):
             embedded = await self.knowledge.embedder([turn.text])
             query_vector = embedded[0] if embedded is not None else None
         retriever = KnowledgeRetriever(knowledge=knowledge, query_vector=query_vector)
         sources = as_sources(await retriever.ainvoke(turn.text))
-        state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
-        if state.low_confidence_streak >= rules.low_confidence_turns:
-            return self._handoff(state, "handoff_low_confidence", "low_confidence", language)
+        if understood:
+            state.low_confidence_streak = state.low_confidence_streak + 1 if unsure and not sources else 0
+            if state.low_confidence_streak >= rules.low_confidence_turns:
+                return self._handoff(state, "handoff_low_confidence", "low_confidence", language)
         try:
             generated = await self._generate(turn, analysis, language, history, sources, config)
         except ToolError as exc:
             log.warning("tool failed", extra={"supportbot.reason": exc.reason})
             return Decision(_template("tool_failed", language), "template")
+        except DownstreamError as exc:
+            # Also when a tool flow loses the LLM half-way: the offline answer never improvises on a result.
+            _log_llm_down(turn, exc)
+            context = GenerationContext(intent=_prompt_intent(analysis), language=language, knowledge=sources)
+            return Decision(offline_answer(context), OFFLINE_PROVIDER, sources=sources,
+                            degraded_reasons=[LLM_UNAVAILABLE])
         return Decision(generated.text, generated.provider, sources=sources)
 
     async def _continue_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
@@ -244,7 +288,16 @@ class DialogueService:
             return Decision(text, "flow")
         result = Source(title=f"{name} result", path=f"action:{flow.action or name}",
                         snippet=json.dumps(values, ensure_ascii=False)[:800])
-        generated = await self._generate(turn, analysis, language, [], [result])
+        try:
+            generated = await self._generate(turn, analysis, language, [], [result])
+        except DownstreamError as exc:
+            # The LLM would have phrased the result: the flow's template says it instead, or a person is offered.
+            _log_llm_down(turn, exc)
+            if flow.template:
+                text = pick(flow.template, language).format_map(defaultdict(lambda: "n/a", values))
+                return Decision(text, "flow", degraded_reasons=[LLM_UNAVAILABLE])
+            return Decision(offline_answer(GenerationContext(language=language)), OFFLINE_PROVIDER,
+                            degraded_reasons=[LLM_UNAVAILABLE])
         return Decision(generated.text, generated.provider)
 
     async def _generate(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
@@ -256,7 +309,7 @@ class DialogueService:
         and the model answers from its result. A failing tool is never handed back to the model to improvise
         on: the caller apologises and offers a person.
         """
-        intent = None if analysis.out_of_scope else analysis.intent.name
+        intent = _prompt_intent(analysis)
         # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
         messages = build_messages(question=analysis.redacted_text, history=history, sources=sources, intent=intent,
                                   language=language, company=self.settings.company_name)
@@ -268,6 +321,8 @@ class DialogueService:
                                                   parameters=tool.parameters)) for name, tool in offered.items()]
             or None)
         for _ in range(MAX_TOOL_ROUNDS):
+            # Raises DownstreamError when the llm service is down (the caller answers offline); a 4xx such as
+            # an exceeded budget is not an outage and reaches the customer as it is.
             generated = await self.llm.post("/v1/generate", request, GenerateResponse)
             if not generated.tool_calls:
                 return generated
@@ -326,6 +381,17 @@ def _slot_value(slot: Slot, analysis: AnalyzeResponse, text: str) -> str | None:
                 continue  # an entity slot without a pattern needs the entity itself
             return candidate
     return None
+
+
+def _prompt_intent(analysis: AnalyzeResponse) -> str | None:
+    """The intent the LLM is told: none when out of scope or when nlp could not be asked."""
+    return None if analysis.out_of_scope or made_without_nlp(analysis) else analysis.intent.name
+
+
+def _log_llm_down(turn: TurnRequest, exc: DownstreamError) -> None:
+    log.warning("llm unavailable, offline answer made in dialogue",
+                extra={"supportbot.reason": LLM_UNAVAILABLE, "supportbot.error": exc.message,
+                       "supportbot.tenant": turn.tenant_id})
 
 
 def _replay(bot: MessageRow) -> TurnResponse:

@@ -57,6 +57,11 @@ class TurnResponse(BaseModel):
     provider: str | None = None
     duplicate: bool = False
     """True when this is the stored answer to an earlier delivery of the same client message id."""
+    degraded: bool = False
+    """True when a service behind dialogue was down or too slow and the reply was made without it."""
+    degraded_reasons: list[str] = []
+    """Why: "nlp_unavailable", "nlp_timeout" (no intent, no entities, words-only knowledge search),
+    "llm_unavailable" (the offline answer from help-center passages and templates)."""
 
 
 class TranscriptMessage(BaseModel):
