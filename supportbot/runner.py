@@ -192,12 +192,16 @@ class PlainDisplay:
 
     def show(self, services: Iterable[Service]) -> None:
         for service in services:
-            fraction = service.readiness.fraction
-            key = (service.readiness.status, service.readiness.step, service.readiness.degraded,
-                   int(fraction * 10) if fraction is not None else None, service.restarts)
-            if self._shown.get(service.name) != key:
-                self._shown[service.name] = key
+            if self._changed(service):
                 self.message(f"{service.name}: {service.state()}")
+
+    def _changed(self, service: Service) -> bool:
+        """Whether `service` moved since it was last shown (a preparation: by a tenth at least)."""
+        fraction = service.readiness.fraction
+        key = (service.readiness.status, service.readiness.step, service.readiness.degraded,
+               int(fraction * 10) if fraction is not None else None, service.restarts)
+        changed, self._shown[service.name] = self._shown.get(service.name) != key, key
+        return changed
 
     def message(self, text: str) -> None:
         self.write(f"supportbot: {text}\n", self.stream)
@@ -232,6 +236,7 @@ class TerminalDisplay(PlainDisplay):
             super().show(services)
             return
         for service in services:
+            self._changed(service)  # so that the plain lines after the bars start from what they showed
             bar = self._bars[service.name]
             readiness = service.readiness
             if readiness.ready:
@@ -418,6 +423,7 @@ class Supervisor:
                 # Read all four again at once: what is announced (degraded or not) is their state now, not
                 # the gateway's reading of a dialogue that was still waiting for nlp a poll ago.
                 await self._refresh()
+                self.display.show(self.services)
                 if all(service.readiness.ready for service in self.services):
                     self._announce()
             elif (not self.is_up and self.ready_timeout_s > 0
