@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from services.nlp.app import create_app as create_nlp
 from supportbot.errors import DownstreamError, DownstreamTimeout
 from supportbot.settings import DialogueSettings, LlmSettings, NlpSettings
 from tests.dialogue.conftest import OrderApi
+from tests.dialogue.test_tool_calling import tools_only_config
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import free_port
 from tests.stack import asgi, running
@@ -82,7 +83,6 @@ def preparing_nlp() -> httpx.MockTransport:
 @dataclass
 class Dialogue:
     client: httpx.AsyncClient
-    replies: list[dict[str, Any]] = field(default_factory=list)
 
     async def new_conversation(self) -> str:
         response = await self.client.post("/v1/conversations", json={"tenant_id": TENANT})
@@ -118,7 +118,8 @@ async def dialogue_app(database_url: str, data_dir: Path, *, nlp: str | httpx.As
 
 
 @asynccontextmanager
-async def llm_app(database_url: str, data_dir: Path, fake_openai: FakeOpenAI | None) -> AsyncIterator[httpx.ASGITransport]:
+async def llm_app(database_url: str, data_dir: Path,
+                  fake_openai: FakeOpenAI | None) -> AsyncIterator[httpx.ASGITransport]:
     """The real llm service in-process: in front of `fake_openai`, or with the offline responder only."""
     openai = {"openai_base_url": fake_openai.base_url, "openai_api_key": "sk-test"} if fake_openai else {}
     app = create_llm(LlmSettings(database_url=database_url, data_dir=data_dir, redis_url=None,
@@ -151,7 +152,8 @@ def user_messages(request: dict[str, Any]) -> str:
 async def test_nlp_down_still_answers_from_knowledge_and_the_llm(
         nlp_down: str, sqlite_url: str, data_dir: Path, fake_openai: FakeOpenAI,
         capsys: pytest.CaptureFixture[str]) -> None:
-    nlp: str | httpx.AsyncBaseTransport = f"http://127.0.0.1:{free_port()}" if nlp_down == "refused" else preparing_nlp()
+    nlp: str | httpx.AsyncBaseTransport = (f"http://127.0.0.1:{free_port()}" if nlp_down == "refused"
+                                           else preparing_nlp())
     question = "what would return shipping cost me from Switzerland?"
     async with llm_app(sqlite_url, data_dir, fake_openai) as llm, \
             dialogue_app(sqlite_url, data_dir, nlp=nlp, llm=llm) as dialogue:
@@ -271,6 +273,30 @@ async def test_llm_down_gives_the_offline_answer_from_dialogue(llm_down: str, sq
     assert answer["sources"] and answer["sources"][0]["snippet"][:60] in answer["reply"]["text"]
     assert order["degraded_reasons"] == ["llm_unavailable"] and order_api.calls == ["ORD-48213"]
     assert order["reply"]["text"] == "Order ORD-48213: shipped. Estimated delivery: 2026-11-28."
+
+
+async def test_llm_lost_between_tool_rounds_answers_offline_not_from_the_result(
+        sqlite_url: str, data_dir: Path, order_api: OrderApi) -> None:
+    """Function calling: the model picks the order lookup, then the llm service fails before it can answer."""
+    tools_only_config(data_dir)
+    generate_calls: list[dict[str, Any]] = []
+
+    def picks_a_tool_then_fails(request: httpx.Request) -> httpx.Response:
+        generate_calls.append(json.loads(request.content))
+        if len(generate_calls) > 1:
+            return httpx.Response(503, json={"error": {"type": "unavailable", "message": "llm is restarting"}})
+        return httpx.Response(200, json={
+            "text": "", "usage": {"prompt_tokens": 20, "completion_tokens": 5}, "provider": "openai",
+            "model": "gpt-4o-mini", "cached": False, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "order_lookup", "arguments": json.dumps({"order_number": "ORD-48213"})}}]})
+
+    async with dialogue_app(sqlite_url, data_dir, nlp=f"http://127.0.0.1:{free_port()}",
+                            llm=httpx.MockTransport(picks_a_tool_then_fails)) as dialogue:
+        answer = await dialogue.say(await dialogue.new_conversation(), "has my order ORD-48213 left your warehouse?")
+    assert order_api.calls == ["ORD-48213"] and len(generate_calls) == 2
+    assert generate_calls[0]["tools"][0]["function"]["name"] == "order_lookup"
+    assert answer["degraded_reasons"] == ["nlp_unavailable", "llm_unavailable"] and answer["provider"] == "offline"
+    assert "offline mode" in answer["reply"]["text"] and "2026-11-28" not in answer["reply"]["text"], "no result"
 
 
 async def test_both_down_answers_offline_and_keeps_the_transcript_and_replays(
