@@ -106,6 +106,7 @@ class ServiceUnavailable(SupportbotError):
 
     status_code = 503
     error_type = "unavailable"
+    retry_after_s = RETRY_AFTER_S
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -123,6 +124,7 @@ class DownstreamError(SupportbotError):
 
     status_code = 503
     error_type = "downstream_unavailable"
+    retry_after_s = RETRY_AFTER_S
 
     def __init__(self, message: str, *, error_type: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -133,6 +135,7 @@ class DownstreamError(SupportbotError):
 class DownstreamTimeout(DownstreamError):
     status_code = 504
     error_type = "downstream_timeout"
+    retry_after_s = None
 
 
 _STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
