@@ -7,7 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: run test validate-deploy clean
 
+# `prepare` exports the encoder and trains the default intents once (about 80 s); after that it is a no-op.
 run: $(VENV)/.installed
+	$(BIN)/supportbot prepare
 	$(BIN)/supportbot up $(ARGS)
 
 test: $(VENV)/.installed-test

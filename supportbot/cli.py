@@ -101,6 +101,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from services.nlp.prepare import run_command
+
+    return run_command(json_progress=args.json_progress)
+
+
 def cmd_migrate(_: argparse.Namespace) -> int:
     from supportbot.db import upgrade_database
 
@@ -403,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
+
+    prepare = commands.add_parser(
+        "prepare", help="export the sentence encoder and train the default intent model, once (SUPPORTBOT_MODELS_DIR)")
+    prepare.add_argument("--json-progress", action="store_true",
+                         help="progress as one JSON object a line on stdout ({\"step\", \"fraction\"}), for a parent "
+                              "process")
+    prepare.set_defaults(func=cmd_prepare)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
