@@ -50,6 +50,10 @@ class Stack:
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
     async with app.router.lifespan_context(app):
+        preparation = getattr(app.state, "preparation", None)
+        if preparation is not None:  # nlp loads (or first prepares) its models in the background
+            progress = await preparation.wait(timeout_s=900)
+            assert progress.done, progress
         yield app
 
 

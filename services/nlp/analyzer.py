@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from services.nlp.classifier import IntentClassifier, load_or_train_default
@@ -89,17 +89,27 @@ class Analyzer:
         detect_language("warm up the language profiles once")
 
     @classmethod
-    def from_settings(cls, settings: NlpSettings) -> Analyzer:
-        models_dir = settings.data_dir / "models"
-        encoders = frozen_encoders(settings)  # TF-IDF-only models work without; one that needs a missing one won't
+    def from_settings(cls, settings: NlpSettings, progress: Callable[[str, float], None] | None = None) -> Analyzer:
+        """What `supportbot prepare` made (`services.nlp.prepare`), loaded: nothing is exported or trained here
+        (ModelNotPrepared when the default model is not there). `progress`: told each stage and the share done,
+        in the shares of their time on two idle cores."""
+        report = progress or (lambda _stage, _fraction: None)
+        report("loading the sentence encoders", 0.0)
+        # TF-IDF-only models work without an encoder; one that needs a missing one won't load.
+        encoders = frozen_encoders(settings, build=False)
+        report("loading the intent model", 0.35)
         default = (IntentClassifier.load(settings.model_dir, encoders) if settings.model_dir
-                   else load_or_train_default(models_dir, encoders=encoders))
+                   else load_or_train_default(settings.prepared_models_dir, encoders=encoders, train=False))
         encoder = (default.meta.get("encoder") or {}).get("name", "none")
         log.info("intent model loaded", extra={"supportbot.model": default.name,
                                                "supportbot.intents": len(default.labels),
                                                "supportbot.encoder": encoder})
         _ = default.plan  # this CPU's encoder is timed (and the plan logged) now, not in the first request
-        return cls(ModelRegistry(default, models_dir, encoders))
+        report("training the injection detector", 0.45)
+        # Tenants' own models stay under the data directory, wherever the prepared ones are (images bake those).
+        analyzer = cls(ModelRegistry(default, settings.data_dir / "models", encoders))
+        report("loaded", 1.0)
+        return analyzer
 
     def analyze(self, text: str, tenant_id: str | None = None) -> AnalyzeResponse:
         model = self.registry.for_tenant(tenant_id)

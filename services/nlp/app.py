@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from services.nlp.analyzer import Analyzer
+from services.nlp.prepare import ModelStartup
 from services.nlp.routes import router
 from supportbot.app import build_app
 from supportbot.settings import NlpSettings
@@ -19,7 +19,19 @@ def create_app(settings: NlpSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.analyzer = await run_in_threadpool(Analyzer.from_settings, settings)
-        yield
+        # The probes answer at once: the models load (or are prepared first) in the background, `/readyz`
+        # reports how far, and the model routes answer 503 until `analyzer` is set.
+        app.state.analyzer = None
+
+        def ready(analyzer: Analyzer) -> None:
+            app.state.analyzer = analyzer
+
+        startup = ModelStartup(settings, on_ready=ready)
+        app.state.preparation = startup
+        startup.start()
+        try:
+            yield
+        finally:
+            await startup.close()  # ends a preparation under way: the service exits within 10 s of SIGTERM
 
     return build_app("nlp", settings, lifespan=lifespan, routers=[router], title="supportbot nlp")

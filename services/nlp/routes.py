@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from services.nlp.analyzer import Analyzer
 from supportbot.contracts.nlp import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -20,10 +23,21 @@ from supportbot.pii import redact
 router = APIRouter(prefix="/v1", tags=["nlp"], responses={422: {"model": ErrorResponse}})
 
 
-@router.post("/analyze", response_model=AnalyzeResponse)
-async def analyze(body: AnalyzeRequest, request: Request) -> AnalyzeResponse:
+async def ready_analyzer(request: Request) -> Analyzer:
+    """The loaded analyzer; 503 while the models are still being prepared or loaded (or failed to be)."""
+    analyzer: Analyzer | None = getattr(request.app.state, "analyzer", None)
+    if analyzer is None:
+        raise ServiceUnavailable(request.app.state.preparation.unavailable_reason())
+    return analyzer
+
+
+ReadyAnalyzer = Annotated[Analyzer, Depends(ready_analyzer)]
+
+
+@router.post("/analyze", response_model=AnalyzeResponse, responses={503: {"model": ErrorResponse}})
+async def analyze(body: AnalyzeRequest, analyzer: ReadyAnalyzer) -> AnalyzeResponse:
     # The model is CPU-bound: keep it off the event loop so probes stay responsive.
-    return await run_in_threadpool(request.app.state.analyzer.analyze, body.text, body.tenant_id)
+    return await run_in_threadpool(analyzer.analyze, body.text, body.tenant_id)
 
 
 @router.post("/redact", response_model=RedactResponse)
@@ -33,9 +47,9 @@ async def redact_text(body: RedactRequest) -> RedactResponse:
 
 
 @router.post("/embed", response_model=EmbedResponse, responses={503: {"model": ErrorResponse}})
-async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+async def embed(body: EmbedRequest, analyzer: ReadyAnalyzer) -> EmbedResponse:
     """Sentence embeddings (L2-normalised), e.g. for semantic knowledge-base retrieval."""
-    encoder = request.app.state.analyzer.registry.embedding_encoder
+    encoder = analyzer.registry.embedding_encoder
     if encoder is None:
         raise ServiceUnavailable("the sentence encoder is not available on this nlp service")
     texts = [text[:4000] for text in body.texts]

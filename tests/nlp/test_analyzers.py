@@ -205,11 +205,12 @@ def test_threshold_is_chosen_on_held_out_scores_when_oos_examples_exist(tmp_path
     assert model.meta["threshold"] == model.threshold
 
 
-def test_one_embedding_serves_the_intent_model_and_the_injection_score(model_cache_dir: Path,
+def test_one_embedding_serves_the_intent_model_and_the_injection_score(model_cache_dir: Path, models_dir: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from services.nlp.analyzer import Analyzer
     from supportbot.settings import NlpSettings
 
+    load_or_train_default(models_dir)  # what `supportbot prepare` does: the analyzer only loads
     analyzer = Analyzer.from_settings(NlpSettings(data_dir=model_cache_dir))
     encoder = analyzer.injection.encoder
     assert encoder is not None and analyzer.registry.default.encoder is encoder  # both on USE multilingual
