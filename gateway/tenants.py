@@ -137,18 +137,19 @@ class Authenticator:
             raise Unauthorized("invalid API key", field="Authorization")
         return tenant_id
 
-    def forget(self, key: str) -> None:
-        """Drop a key from this process's cache (after revoking it here)."""
-        self._confirmed.pop(storage.hash_key(key), None)
-
     async def _check(self, key_hash: str) -> str | None:
         task = self._checks.get(key_hash)
         if task is None:
             task = asyncio.ensure_future(self._query(key_hash))
             self._checks[key_hash] = task
-            task.add_done_callback(lambda _: self._checks.pop(key_hash, None))
+            task.add_done_callback(lambda done: self._checked(key_hash, done))
         # shielded: a caller that goes away does not cancel the query the others wait on
         return await asyncio.shield(task)
+
+    def _checked(self, key_hash: str, task: asyncio.Task[str | None]) -> None:
+        self._checks.pop(key_hash, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every caller may have gone before it failed
 
     async def _query(self, key_hash: str) -> str | None:
         async with self.sessions() as session:

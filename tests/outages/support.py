@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 
 from tests.helpers import TcpProxy
 
+PASSWORD = "pw-never-logged-4711"
+"""In the database URL the services get; trust authentication ignores it, and it must never reach a log."""
+
 
 class ThreadedProxy:
     """A `TcpProxy` on its own event loop: the services migrate their schema with sync code on the test's
@@ -37,8 +40,19 @@ class ThreadedProxy:
         self._call(self.proxy.stop())
 
     def close(self) -> None:
+        """Stop the proxy and end its loop, with no task left pending."""
+
+        async def shutdown() -> None:
+            await self.proxy.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._call(shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        self.loop.close()
 
 
 def through(url: str, port: int, **changes: Any) -> str:

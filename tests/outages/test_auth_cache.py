@@ -3,15 +3,13 @@ clock the test moves: fresh entries need no query, stale ones carry a database o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from gateway.tenants import Authenticator, revoke_key
 from supportbot.db import make_async_engine, session_factory
 from supportbot.errors import DatabaseUnavailable, Unauthorized
 from tests.helpers import create_tenants
-from tests.outages.support import ThreadedProxy, through
+from tests.outages.support import ThreadedProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -22,17 +20,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def proxied_postgres(postgres_url: str) -> Iterator[tuple[ThreadedProxy, str]]:
-    from sqlalchemy.engine import make_url
-
-    real = make_url(postgres_url)
-    proxy = ThreadedProxy(real.host or "127.0.0.1", real.port or 5432)
-    port = proxy.start()
-    yield proxy, through(postgres_url, port)
-    proxy.close()
 
 
 async def test_fresh_stale_and_unknown_keys_through_a_database_outage(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 
 from gateway.tenants import revoke_key
 from services.llm.storage import set_budget
@@ -25,21 +24,10 @@ from supportbot.db import make_async_engine, session_factory, transaction
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import create_tenants
 from tests.llm.support import ask, llm_app, settings
-from tests.outages.support import ThreadedProxy, through
+from tests.outages.support import PASSWORD, ThreadedProxy
 from tests.stack import API_KEY, in_process_stack
 
 pytestmark = pytest.mark.anyio
-
-PASSWORD = "pw-never-logged-4711"  # trust authentication ignores it; it must still never reach a log
-
-
-@pytest.fixture
-def proxied_postgres(postgres_url: str) -> Iterator[tuple[ThreadedProxy, str]]:
-    real = make_url(postgres_url)
-    proxy = ThreadedProxy(real.host or "127.0.0.1", real.port or 5432)
-    port = proxy.start()
-    yield proxy, through(postgres_url, port, password=PASSWORD)
-    proxy.close()
 
 
 def assert_clear_503(response: httpx.Response, *, service: str | None) -> None:
@@ -51,11 +39,11 @@ def assert_clear_503(response: httpx.Response, *, service: str | None) -> None:
     assert "database" in error["message"]
 
 
-async def until(within_s: float, attempt: "object") -> httpx.Response:
+async def until(within_s: float, attempt: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
     """`attempt()` again every 0.2 s until it answers 2xx or 4xx, at most `within_s` seconds; its last answer."""
     deadline = time.monotonic() + within_s
     while True:
-        response: httpx.Response = await attempt()  # type: ignore[operator]
+        response = await attempt()
         if response.status_code < 500 or time.monotonic() > deadline:
             return response
         await asyncio.sleep(0.2)
