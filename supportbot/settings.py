@@ -87,6 +87,9 @@ class DialogueSettings(CommonSettings):
     nlp_url: str = Field(default="http://127.0.0.1:8001", validation_alias="NLP_URL")
     # An analysis takes milliseconds; past this the turn is answered without it (degraded) rather than late.
     nlp_timeout_s: float = Field(default=3.0, gt=0, validation_alias="NLP_TIMEOUT_S")
+    # Below the gateway's wait for dialogue (DOWNSTREAM_READ_TIMEOUT_S, 30 s), so a hanging llm service ends in
+    # the offline answer, not in the gateway's 504.
+    llm_timeout_s: float = Field(default=25.0, gt=0, validation_alias="LLM_TIMEOUT_S")
     llm_url: str = Field(default="http://127.0.0.1:8003", validation_alias="LLM_URL")
     knowledge_dir: Path | None = Field(default=None, validation_alias="KNOWLEDGE_DIR")
     history_turns: int = Field(default=10, validation_alias="DIALOGUE_HISTORY_TURNS")

@@ -41,7 +41,7 @@ def create_app(settings: DialogueSettings | None = None,
         embed_client = short_circuit_client("nlp", settings.nlp_url, settings, circuit=nlp_circuit,
                                             transport=transports.get("nlp"))
         llm = short_circuit_client("llm", settings.llm_url, settings, circuit=ShortCircuit("llm"),
-                                   transport=transports.get("llm"))
+                                   transport=transports.get("llm"), read_timeout_s=settings.llm_timeout_s)
         sessions = session_factory(engine)
         default_knowledge = KnowledgeBase.from_directory(settings.knowledge_dir or DEFAULT_KNOWLEDGE_DIR)
         redis = await open_redis(settings.redis_url)  # used from the moment it answers, even if later

@@ -233,6 +233,19 @@ async def test_nlp_hanging_costs_the_timeout_once_not_every_turn(sqlite_url: str
     assert len(asked) <= 1 + int(elapsed / SKIP_AFTER_FAILURE_S) < 6, asked
 
 
+async def test_a_hanging_llm_is_given_up_after_llm_timeout_s_for_the_offline_answer(sqlite_url: str, data_dir: Path,
+                                                                                     model_cache_dir: Path) -> None:
+    """Before the gateway's own wait for dialogue runs out, so the customer gets the offline answer, not a 504."""
+    async with SilentServer() as llm, nlp_app(sqlite_url, model_cache_dir) as nlp, \
+            dialogue_app(sqlite_url, data_dir, nlp=nlp, llm=llm.url, llm_timeout_s=1.0,
+                         downstream_read_timeout_s=120.0) as dialogue:
+        async with asyncio.timeout(30):
+            answer = await dialogue.say(await dialogue.new_conversation(), "How much is return shipping from Norway?")
+    assert llm.paths() == ["/v1/generate"]
+    assert answer["degraded_reasons"] == ["llm_unavailable"] and answer["provider"] == "offline"
+    assert answer["reply"]["text"].startswith("Our AI assistant is currently running in offline mode")
+
+
 def test_short_circuit_skips_then_tries_one_call_again() -> None:
     now = [0.0]
     circuit = ShortCircuit("nlp", skip_s=5.0, clock=lambda: now[0])
