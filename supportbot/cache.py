@@ -52,10 +52,12 @@ class SharedRedis:
 
     def __init__(self, url: str, *, timeout_s: float = 1.0, retry_min_s: float = 0.2,
                  retry_max_s: float = 2.0) -> None:
-        # One immediate retry (a pooled connection that a restarted Redis dropped), never redis-py's default
-        # of ten with backoff: a request must not wait seconds for a Redis that is gone.
+        # One immediate retry of a refused or dropped connection (a pooled one that a restarted Redis closed),
+        # none of a timeout, never redis-py's default of ten with backoff: a request must not wait seconds for
+        # a Redis that is gone.
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 1))
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         self.up = False
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
