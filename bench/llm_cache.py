@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -95,11 +96,13 @@ def main() -> None:
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the LiteLLM proxy executable")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--redis-db", type=int, default=11)
+    parser.add_argument("--redis-db", type=int, default=11, help="shared politely: only this run's keys are written "
+                        "(under its own prefixes) and deleted afterwards")
     args = parser.parse_args()
     if not args.litellm:
         raise SystemExit("LiteLLM proxy not found: pip install 'litellm[proxy]' and pass --litellm")
-    redis.Redis(db=args.redis_db).flushdb()
+    run_id = uuid.uuid4().hex[:8]
+    prefixes = (f"sb-bench-{run_id}:", f"litellm-bench-{run_id}")
     tmp = Path(tempfile.mkdtemp(prefix="sb-llm-bench-"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
     upstream_port, ours_port, theirs_port = free_port(), free_port(), free_port()
@@ -113,7 +116,8 @@ def main() -> None:
         ours = subprocess.Popen(
             [sys.executable, "-m", "supportbot.cli", "serve", "llm", "--port", str(ours_port)], cwd=REPO,
             env={**env, "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "OPENAI_MODEL": "gpt-4o-mini",
-                 "REDIS_URL": f"redis://127.0.0.1:6379/{args.redis_db}", "SUPPORTBOT_DATA_DIR": str(tmp / "ours"),
+                 "REDIS_URL": f"redis://127.0.0.1:6379/{args.redis_db}", "REDIS_KEY_PREFIX": prefixes[0],
+                 "SUPPORTBOT_DATA_DIR": str(tmp / "ours"),
                  "DATABASE_URL": f"sqlite:///{tmp / 'ours.db'}"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(ours)
@@ -122,7 +126,8 @@ def main() -> None:
             "model_list": [{"model_name": "gpt-4o-mini", "litellm_params": {
                 "model": "openai/gpt-4o-mini", "api_base": upstream, "api_key": "sk-bench"}}],
             "litellm_settings": {"cache": True, "cache_params": {
-                "type": "redis", "host": "127.0.0.1", "port": 6379, "db": args.redis_db}},
+                "type": "redis", "host": "127.0.0.1", "port": 6379, "db": args.redis_db,
+                "namespace": prefixes[1]}},
         }))
         theirs = subprocess.Popen([args.litellm, "--config", str(config), "--port", str(theirs_port),
                                    "--num_workers", "1"],
@@ -160,7 +165,10 @@ def main() -> None:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-        redis.Redis(db=args.redis_db).flushdb()
+        client = redis.Redis(db=args.redis_db)
+        for prefix in prefixes:
+            for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                client.delete(key)
 
 
 if __name__ == "__main__":
