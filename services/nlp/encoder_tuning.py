@@ -92,7 +92,7 @@ def tune_encoder(texts: Sequence[str], labels: Sequence[str], out: Path,
     try:
         import torch
     except ImportError as exc:
-        raise EncoderUnavailable(f"fine-tuning the encoder needs torch (install supportbot[nlp]): {exc}") from exc
+        raise EncoderUnavailable(f"fine-tuning the encoder needs torch (install supportbot[prepare]): {exc}") from exc
     started = time.perf_counter()
     bert, source = load_base_model()
     threads = torch.get_num_threads()
