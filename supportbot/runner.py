@@ -590,6 +590,7 @@ class Supervisor:
     async def _stop_all(self) -> None:
         """SIGTERM every group, SIGKILL what is left after the grace; all gone within STOP_LIMIT_S."""
         started = time.monotonic()
+        self._stop.set()  # from here on a death is no restart, and a signal means: no more grace
         groups = {service.pgid for service in self.services if service.pgid is not None}
         for service in reversed(self.services):
             signal_group(service.pgid, signal.SIGKILL if self._kill_now else signal.SIGTERM)
