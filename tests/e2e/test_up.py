@@ -57,6 +57,9 @@ class Handler(BaseHTTPRequestHandler):
         code, body = 200, {"status": "ok", "service": mode}
         if mode == "stuck":
             code, body = 503, {"status": "preparing", "progress": {"step": "training", "fraction": 0.5}}
+        elif mode == "fails":
+            code, body = 503, {"status": "failed", "progress": {"step": "training", "fraction": 0.3,
+                                                                 "error": "no space left on device"}}
         elif mode == "slow" and elapsed < 6:  # six seconds of preparation, moving at every poll
             code, body = 503, {"status": "preparing", "progress": {"step": "training", "fraction": round(elapsed / 6, 2)}}
         data = json.dumps(body).encode()
@@ -205,6 +208,20 @@ def test_a_service_that_keeps_dying_before_it_is_ready_gives_up_with_its_code_an
                 "RuntimeError: a bad setting") in output
         assert "READY" not in output and "is up" not in output
         # The others were stopped with it.
+        assert not live_groups(recorded_pids(pidfile))
+    finally:
+        kill_all(process, recorded_pids(pidfile))
+
+
+def test_a_failed_preparation_is_started_over_a_bounded_number_of_times(tmp_path: Path) -> None:
+    process, log_path, pidfile, _ = run_standins(tmp_path, {"nlp": "fails"}, ready_timeout_s=60)
+    try:
+        assert process.wait(timeout=60) == 1  # the service did not exit by itself: up stopped it
+        output = log_path.read_text()
+        assert output.count("supportbot: nlp: its preparation failed: no space left on device; stopping it") == 5
+        assert ("supportbot: nlp was killed by SIGTERM before it became ready, 5 times in a row; giving up: "
+                "its preparation failed: no space left on device") in output, output
+        assert "READY" not in output
         assert not live_groups(recorded_pids(pidfile))
     finally:
         kill_all(process, recorded_pids(pidfile))
