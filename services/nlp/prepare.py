@@ -14,14 +14,14 @@ tells what is not there from the files alone; a run with nothing missing writes 
 directory read-only). Runs on one directory take turns under `.prepare.lock`: the one that waits shows the
 holder's progress (`.prepare-progress.json`), then finds the work done.
 
-Stopping: SIGINT or SIGTERM sets a stop flag, checked at every step and at training's checkpoints. Inside the
-work itself (a regression fit takes up to 25 s on a busy machine, torch's export 6 s, neither with a checkpoint)
-the signal stops it at once instead, as Ctrl-C does any Python code: nothing is written but into staging
-directories, which are removed on the way out. The main thread runs Python at least every 1.1 s through all of
-it (an external sender's signals, handled at most 1.1 s late through export and training on two idle cores), and
-the process exits without tearing the interpreter down (2-3 s with the models in memory): sampled through a
-whole run on a loaded machine, a stop took 0.03 to 1.3 s. Whatever still runs `STOP_DEADLINE_S` after the signal
-is ended by faulthandler's watchdog thread, which needs no Python.
+Stopping: SIGINT or SIGTERM sets a stop flag, checked at each step and at training's checkpoints. The work
+between them (a regression fit takes up to 25 s on a busy machine, torch's export 6 s) has no checkpoints, so
+there the signal interrupts at once, as Ctrl-C interrupts any Python code: that work writes only into staging
+directories, removed on the way out. Through export and training the main thread gets back to Python within
+1.1 s (measured with an outside sender's signals, two idle cores), and the process then exits without the
+interpreter's teardown (2-3 s with the models loaded): sampled through whole runs on a loaded machine, a stop
+took 0.03 to 1.3 s. faulthandler's watchdog thread, which needs no Python, ends whatever still runs
+`STOP_DEADLINE_S` after the signal.
 
 The nlp service never prepares in its own process (`ModelStartup`): it runs `supportbot prepare
 --json-progress` as a child, so that torch never loads into it and a stop can end it, reports the child's
@@ -462,11 +462,13 @@ class ModelStartup:
         self._closing = True
         child = self._child
         if child is not None and child.returncode is None:
-            child.terminate()
+            with suppress(ProcessLookupError):  # it may have ended this very moment
+                child.terminate()
             try:
                 await asyncio.wait_for(child.wait(), CHILD_STOP_GRACE_S)
             except TimeoutError:
-                child.kill()
+                with suppress(ProcessLookupError):
+                    child.kill()
                 await child.wait()
         if self._task is not None:
             self._task.cancel()
