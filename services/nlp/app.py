@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.nlp.analyzer import Analyzer
-from services.nlp.prepare import ModelStartup
 from services.nlp.routes import router
+from services.nlp.startup import ModelStartup
 from supportbot.app import build_app
 from supportbot.settings import NlpSettings
 
