@@ -32,6 +32,8 @@ from typing import TextIO
 
 import httpx
 
+from supportbot.processes import die_with_parent
+
 SERVICE_ORDER = ("nlp", "llm", "dialogue", "gateway")
 OFFSETS = {"gateway": 0, "nlp": 1, "dialogue": 2, "llm": 3}
 READY_STATUSES = ("ok", "degraded")  # what /readyz answers with 200
@@ -85,25 +87,6 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: a child gets SIGTERM if `up` itself dies without stopping it (SIGKILL, OOM), rather than run on
-    as an orphan that holds its port. The prctl function is looked up here, before any fork."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def set_death_signal() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return set_death_signal
 
 
 def service_command(name: str, host: str, port: int) -> list[str]:
@@ -352,7 +335,7 @@ class Supervisor:
         self.services = list(services)
         self.host = connect_host(host)
         self.bind_host = host
-        self._preexec = _die_with_parent()
+        self._preexec = die_with_parent()
         self.env = dict(env)
         self.ready_timeout_s = ready_timeout_s
         self.display = display

@@ -9,7 +9,6 @@ child process, so that torch never loads into the service and a stop can end it:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 from services.nlp.encoder import encoder_dir
 from services.nlp.prepare import PreparationFailed, missing
 from supportbot.health import Progress
+from supportbot.processes import die_with_parent
 from supportbot.settings import NlpSettings
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 CHILD_SHARE = 0.9  # of /readyz's fraction, when the models must be prepared first: loading them takes the rest
 CHILD_STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL: the service is gone within 10 s of its own SIGTERM
-PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
 
 
@@ -147,7 +146,7 @@ class ModelStartup:
         # In this process's group, so that whoever stops the service's group stops its preparation too.
         self._child = child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "supportbot.cli", "prepare", "--json-progress", env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, preexec_fn=_die_with(os.getpid()))
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(os.getpid()))
         error: str | None = None
         assert child.stdout is not None
         while raw := await child.stdout.readline():
@@ -168,20 +167,6 @@ class ModelStartup:
         if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             raise ChildStopped(f"`supportbot prepare` was stopped by {signal.Signals(signum).name}")
         raise PreparationFailed(error or f"`supportbot prepare` exited with {code}")
-
-
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn that has the kernel SIGTERM the child when `parent` dies (Linux); None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: after fork, call only what is loaded
-
-    def setup() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # it died before the request was made
-            os._exit(1)
-
-    return setup
 
 
 def _in_daemon_thread(work: Callable[[], T]) -> Awaitable[T]:

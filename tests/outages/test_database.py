@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
