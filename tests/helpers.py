@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -116,3 +119,43 @@ async def create_tenants(database_url: str, *tenant_ids: str) -> dict[str, str]:
         return {tenant: await create_tenant(session_factory(engine), tenant_id=tenant) for tenant in tenant_ids}
     finally:
         await engine.dispose()
+
+
+class ThreadedProxy:
+    """A `TcpProxy` on its own event loop: services migrate their schema with sync code on the test's loop at
+    start, which would otherwise block the proxy it goes through."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.proxy = TcpProxy(host, port)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    def start(self, port: int = 0) -> int:
+        self._call(self.proxy.start(port))
+        return self.proxy.port
+
+    def stop(self) -> None:
+        self._call(self.proxy.stop())
+
+    def close(self) -> None:
+        """Stop the proxy and end its loop, with no task left pending."""
+
+        async def shutdown() -> None:
+            await self.proxy.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._call(shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()

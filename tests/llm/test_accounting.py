@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -23,32 +21,10 @@ from supportbot.contracts.llm import ChatMessage
 from supportbot.db import make_async_engine, session_factory, upgrade_database
 from supportbot.cli import main as cli
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import REPO, TcpProxy, create_tenants
+from tests.helpers import REPO, ThreadedProxy, create_tenants
 from tests.llm.support import ask, generator, llm_app, settings, usage_rows
 
 pytestmark = pytest.mark.anyio
-
-
-class ThreadedProxy:
-    """A `TcpProxy` on its own event loop, so sync database code in the app (migrations) can use it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.proxy = TcpProxy(host, port)
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
-
-    def start(self, port: int = 0) -> int:
-        self._call(self.proxy.start(port))
-        return self.proxy.port
-
-    def stop(self) -> None:
-        self._call(self.proxy.stop())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def record(request_id: str, tokens: int = 10) -> UsageRecord:

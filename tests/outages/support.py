@@ -4,55 +4,16 @@ listener that accepts connections and never answers, like a Redis behind a dropp
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from tests.helpers import TcpProxy
+from tests.helpers import ThreadedProxy
+
+__all__ = ["ThreadedProxy", "through"]
 
 PASSWORD = "pw-never-logged-4711"
 """In the database URL the services get; trust authentication ignores it, and it must never reach a log."""
-
-
-class ThreadedProxy:
-    """A `TcpProxy` on its own event loop: the services migrate their schema with sync code on the test's
-    loop at start, which would otherwise block the proxy it goes through."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.proxy = TcpProxy(host, port)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.proxy.port
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
-
-    def start(self, port: int = 0) -> int:
-        self._call(self.proxy.start(port))
-        return self.proxy.port
-
-    def stop(self) -> None:
-        self._call(self.proxy.stop())
-
-    def close(self) -> None:
-        """Stop the proxy and end its loop, with no task left pending."""
-
-        async def shutdown() -> None:
-            await self.proxy.stop()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        self._call(shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        self.loop.close()
 
 
 def through(url: str, port: int, **changes: Any) -> str:
