@@ -27,12 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 import httpx
 
-from supportbot.processes import die_with_parent
+from supportbot.processes import die_with_parent, live_groups, signal_group
+from supportbot.up_display import PlainDisplay, TerminalDisplay
 
 SERVICE_ORDER = ("nlp", "llm", "dialogue", "gateway")
 OFFSETS = {"gateway": 0, "nlp": 1, "dialogue": 2, "llm": 3}
@@ -166,84 +166,6 @@ class Service:
         return f"{text}, restarts: {self.restarts}" if self.restarts else text
 
 
-class PlainDisplay:
-    """One line on stderr whenever a service's state changes (nlp's preparation: each step and each tenth)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._shown: dict[str, tuple[object, ...]] = {}
-
-    def show(self, services: Iterable[Service]) -> None:
-        for service in services:
-            if self._changed(service):
-                self.message(f"{service.name}: {service.state()}")
-
-    def _changed(self, service: Service) -> bool:
-        """Whether `service` moved since it was last shown (a preparation: by a tenth at least)."""
-        fraction = service.readiness.fraction
-        key = (service.readiness.status, service.readiness.step, service.readiness.degraded,
-               int(fraction * 10) if fraction is not None else None, service.restarts)
-        changed, self._shown[service.name] = self._shown.get(service.name) != key, key
-        return changed
-
-    def message(self, text: str) -> None:
-        self.write(f"supportbot: {text}\n", self.stream)
-
-    def write(self, text: str, stream: TextIO) -> None:
-        stream.write(text)
-        stream.flush()
-
-    def finish(self) -> None:
-        """All four are ready: from here on, state changes are plain lines whatever the display."""
-
-    def close(self) -> None:
-        pass
-
-
-class TerminalDisplay(PlainDisplay):
-    """A tqdm bar per service on a terminal while the system starts; plain lines once it is up."""
-
-    def __init__(self, stream: TextIO, names: Sequence[str]) -> None:
-        from tqdm import tqdm
-
-        super().__init__(stream)
-        self._tqdm = tqdm
-        self._bars = {
-            name: tqdm(total=100, position=index, file=stream, leave=True, dynamic_ncols=True,
-                       desc=f"{name:<8}", bar_format="{desc} {percentage:3.0f}%|{bar:24}| {elapsed}{postfix}")
-            for index, name in enumerate(names)
-        }
-
-    def show(self, services: Iterable[Service]) -> None:
-        if not self._bars:
-            super().show(services)
-            return
-        for service in services:
-            self._changed(service)  # so that the plain lines after the bars start from what they showed
-            bar = self._bars[service.name]
-            readiness = service.readiness
-            if readiness.ready:
-                bar.n = 100
-            elif readiness.fraction is not None:
-                bar.n = round(readiness.fraction * 100)
-            bar.postfix = service.state()
-            bar.refresh()
-
-    def write(self, text: str, stream: TextIO) -> None:
-        if self._bars:
-            self._tqdm.write(text.rstrip("\n"), file=stream)
-        else:
-            super().write(text, stream)
-
-    def finish(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars = {}
-
-    def close(self) -> None:
-        self.finish()
-
-
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -285,46 +207,6 @@ def _json_record(line: str) -> dict[str, object] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
-
-
-def live_groups(pgids: Iterable[int]) -> set[int]:
-    """The groups among `pgids` that still hold a running process (zombies hold nothing and do not count)."""
-    wanted = set(pgids)
-    if not wanted:
-        return set()
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel group by group
-        alive = set()
-        for pgid in wanted:
-            try:
-                os.killpg(pgid, 0)
-                alive.add(pgid)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                alive.add(pgid)
-        return alive
-    alive = set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()  # after "pid (comm)": state, ppid, pgrp, ...
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) in wanted:
-            alive.add(int(fields[2]))
-    return alive
-
-
-def signal_group(pgid: int | None, sig: signal.Signals) -> None:
-    if pgid is None:
-        return
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Supervisor:
@@ -614,8 +496,16 @@ def run_all(*, host: str, base_port: int, ready_timeout_s: float = DEFAULT_READY
                         (commands or {}).get(name) or service_command(name, host, base_port + OFFSETS[name]))
                 for name in SERVICE_ORDER]
     stream = sys.stderr
-    on_terminal = stream.isatty() and os.environ.get("TERM", "") != "dumb"
+    on_terminal = stream.isatty() and os.environ.get("TERM", "") != "dumb" and _columns(stream) > 0
     display = TerminalDisplay(stream, SERVICE_ORDER) if on_terminal else PlainDisplay(stream)
     supervisor = Supervisor(services, host=host, env=service_env(dict(os.environ), host, base_port),
                             ready_timeout_s=ready_timeout_s, display=display, on_ready=on_ready)
     return asyncio.run(supervisor.run())
+
+
+def _columns(stream: TextIO) -> int:
+    """The terminal's width; 0 for one that has none (a pty nobody sized), where bars would draw empty."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        return 0

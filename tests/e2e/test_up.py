@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from supportbot.runner import OFFSETS, live_groups
+from supportbot.processes import live_groups
+from supportbot.runner import OFFSETS
 from tests.helpers import REPO, free_port_block
 
 pytestmark = pytest.mark.e2e
