@@ -107,15 +107,6 @@ class ServiceClient:
         except ValidationError as exc:
             raise DownstreamError(f"{self.name} service sent an invalid readiness answer", service=self.name) from exc
 
-    async def ping(self) -> None:
-        """Raise unless the downstream's liveness probe answers 200."""
-        try:
-            response = await self.client.get("/healthz", timeout=2.0)
-        except httpx.HTTPError as exc:
-            raise DownstreamError(f"{self.name} service is unavailable", service=self.name) from exc
-        if response.status_code != 200:
-            raise DownstreamError(f"{self.name} service is not healthy", service=self.name)
-
 
 def service_client(name: str, base_url: str, settings: CommonSettings,
                    transport: httpx.AsyncBaseTransport | None = None) -> ServiceClient:
