@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import atexit
 import csv
-import fcntl
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -52,6 +50,7 @@ from services.nlp.features import tfidf_row
 from services.nlp.latency import LatencyPlan, Truncating, plan_for
 from services.nlp.model_format import FORMAT, default_model_dir
 from services.nlp.out_of_scope import OutOfScopeDetector, References, choose_threshold, signals
+from services.nlp.staging import held, lock_for, staged
 from supportbot.resources import DEFAULT_INTENTS_CSV
 from supportbot.settings import NlpSettings
 
@@ -619,34 +618,21 @@ def load_or_train_default(cache_dir: Path, data: Path = DEFAULT_INTENTS_CSV,
         if not train:
             raise ModelNotPrepared(f"no default intent model in {directory}: run `supportbot prepare`") from exc
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        lock = (cache_dir / f".{directory.name}.lock").open("w")
+        lock = lock_for(directory)
     except OSError as exc:
         log.warning("could not cache the default intent model: %s", type(exc).__name__)
         texts, labels = read_examples(data)
         return IntentClassifier.train(texts, labels, name="default", encoders=encoders, checkpoint=checkpoint)
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with held(lock, directory):
         try:
             return IntentClassifier.load(directory, encoders)  # trained by another process meanwhile
         except (FileNotFoundError, ValueError, EOFError):
             pass
-        # Every trainer stages under this lock: what is staged now was left by one that was killed.
-        for leftover in [*cache_dir.glob(f".{directory.name}.tmp-*"), *cache_dir.glob(f"{directory.name}.tmp-*")]:
-            shutil.rmtree(leftover, ignore_errors=True)
         texts, labels = read_examples(data)
         model = IntentClassifier.train(texts, labels, name="default", encoders=encoders, checkpoint=checkpoint)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=cache_dir))
         try:
-            staging.chmod(0o755)  # mkdtemp makes it private; the model is no secret
-            model.save(staging)
-            if directory.exists():  # one that failed to load: broken, or of another format
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
+            with staged(directory) as staging:
+                model.save(staging)
         except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             log.warning("could not cache the default intent model: %s", type(exc).__name__)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return model

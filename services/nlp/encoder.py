@@ -24,13 +24,10 @@ prediction time.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -41,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from services.nlp.staging import held, lock_for, staged
 from supportbot.settings import NlpSettings
 
 log = logging.getLogger(__name__)
@@ -169,26 +167,12 @@ def build_encoder(directory: Path, progress: Progress | None = None) -> Path:
     `progress` hears of each stage; an exception it raises (or any other, a signal's included) leaves only the
     staging directory, which is removed on the way out, or else by the next export.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with (directory.parent / f".{directory.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with held(lock_for(directory), directory):
         if is_exported(directory):
             return directory
-        # Every exporter holds the lock while it stages, so any staging directory seen here is a leftover of
-        # one that was killed before it could clean up.
-        for leftover in directory.parent.glob(f".{directory.name}.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
         started = time.perf_counter()
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            staging.chmod(0o755)  # mkdtemp makes it private; the model is no secret
+        with staged(directory) as staging:
             _export(staging, progress or _silent)
-            if directory.exists():  # a broken leftover without a manifest
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     log.info("sentence encoder exported", extra={"supportbot.encoder": ENCODER_NAME,
                                                  "supportbot.seconds": round(time.perf_counter() - started, 1)})
     return directory
