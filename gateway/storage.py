@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, func, select, update
+from sqlalchemy import ForeignKey, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from supportbot.db import Base, UTCDateTime, utcnow
-
-
-class Tenant(Base):
-    __tablename__ = "tenants"
-
-    id: Mapped[str] = mapped_column(String(63), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+from supportbot.tenancy import Tenant
 
 
 class ApiKey(Base):
@@ -25,10 +19,16 @@ class ApiKey(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    """The key's public id (`key_...`): what `keys list` shows and `keys revoke` takes."""
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16), default="api")
+    origins: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """JSON list of the origins a widget key may be used from."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 def hash_key(key: str) -> str:
@@ -51,7 +51,8 @@ async def create_tenant(session: AsyncSession, *, tenant_id: str, name: str) -> 
 
 
 async def add_api_key(session: AsyncSession, *, tenant_id: str, key: str) -> ApiKey:
-    row = ApiKey(tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:10], created_at=utcnow())
+    row = ApiKey(key_id="key_" + secrets.token_hex(8), tenant_id=tenant_id, key_hash=hash_key(key), prefix=key[:10],
+                 created_at=utcnow())
     session.add(row)
     await session.flush()
     return row

@@ -20,6 +20,9 @@ class ConversationRow(Base):
     channel: Mapped[str] = mapped_column(String(16))
     handoff: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 of the conversation token a widget key must show to use this conversation."""
+    created_by_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class MessageRow(Base):
@@ -36,6 +39,10 @@ class MessageRow(Base):
     client_message_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    original_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The original text, encrypted, for tenants that opted in (`text` always holds the redacted one)."""
+    caller_gone: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The reply was made after its caller had given up (deadline passed or disconnected): not delivered."""
 
 
 class KbDocument(Base):
