@@ -3,6 +3,7 @@
     SupportbotError            500 internal_error
      ├── BadRequest            400 bad_request
      ├── Unauthorized          401 unauthorized
+     ├── Forbidden             403 forbidden               (a valid key whose role or origin may not do this)
      ├── NotFound              404 not_found
      ├── Conflict              409 conflict
      ├── ServiceUnavailable    503 unavailable             (this service lacks a component it needs)
@@ -82,6 +83,13 @@ class BadRequest(SupportbotError):
 class Unauthorized(SupportbotError):
     status_code = 401
     error_type = "unauthorized"
+
+
+class Forbidden(SupportbotError):
+    """The caller is known but may not do this: its key's role lacks the permission, or the origin is wrong."""
+
+    status_code = 403
+    error_type = "forbidden"
 
 
 class NotFound(SupportbotError):
