@@ -9,6 +9,7 @@
      ├── ServiceUnavailable    503 unavailable             (this service lacks a component it needs)
      │    └── DatabaseUnavailable 503 database_unavailable (its database cannot be reached now)
      ├── BudgetExceeded        429 budget_exceeded         (a tenant's hard monthly budget; `field` names it)
+     ├── RateLimited           429 rate_limited            (a gateway rate limit; `field` names its setting)
      └── DownstreamError       503 downstream_unavailable  (a service we call is down or broken)
           └── DownstreamTimeout 504 downstream_timeout
 
@@ -61,11 +62,13 @@ class SupportbotError(Exception):
     """Sent as `Retry-After` (a 503 without one gets `RETRY_AFTER_S`)."""
 
     def __init__(self, message: str, *, field: str | None = None, service: str | None = None,
-                 retry_after_s: int | None = None) -> None:
+                 retry_after_s: int | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.service = service
+        self.headers = headers or {}
+        """More response headers (a rate limit's RateLimit-* fields)."""
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
 
@@ -107,6 +110,14 @@ class BudgetExceeded(SupportbotError):
 
     status_code = 429
     error_type = "budget_exceeded"
+
+
+class RateLimited(SupportbotError):
+    """A rate limit was reached; `field` names its setting, `headers` carry its RateLimit-* fields and
+    `retry_after_s` when there is room again."""
+
+    status_code = 429
+    error_type = "rate_limited"
 
 
 class ServiceUnavailable(SupportbotError):
@@ -193,6 +204,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SupportbotError)
     async def _supportbot_error(_: Request, exc: SupportbotError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+        headers.update(exc.headers)
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, DatabaseUnavailable):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PORTS = {"gateway": 8000, "nlp": 8001, "dialogue": 8002, "llm": 8003}
@@ -47,11 +47,39 @@ class GatewaySettings(CommonSettings):
 
     dialogue_url: str = Field(default="http://127.0.0.1:8002", validation_alias="DIALOGUE_URL")
     bootstrap_api_key: SecretStr | None = Field(default=None, validation_alias="SUPPORTBOT_BOOTSTRAP_API_KEY")
-    max_message_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
+    # Requests and LLM tokens per API key and per tenant, failed authentications per client address, in the
+    # `limits` package's notation ("600/minute"; several: "10/second;600/minute"); "off" disables one.
+    rate_limit_per_key: str = Field(default="600/minute", validation_alias="RATE_LIMIT_PER_KEY")
+    rate_limit_per_tenant: str = Field(default="3000/minute", validation_alias="RATE_LIMIT_PER_TENANT")
+    token_limit_per_key: str = Field(default="200000/minute", validation_alias="TOKEN_LIMIT_PER_KEY")
+    token_limit_per_tenant: str = Field(default="1000000/minute", validation_alias="TOKEN_LIMIT_PER_TENANT")
+    auth_failure_limit: str = Field(default="20/minute", validation_alias="AUTH_FAILURE_LIMIT")
+    # Larger bodies get 413; more headers, or a larger header section, get 431 (gateway/request_limits.py).
+    max_request_bytes: int = Field(default=64 * 1024, ge=1, validation_alias="MAX_REQUEST_BYTES")
+    max_headers: int = Field(default=100, ge=1, validation_alias="MAX_HEADERS")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1, validation_alias="MAX_HEADER_BYTES")
     # API keys are checked against the database again after `fresh` seconds (so a revoked key stops working
     # within them); while the database is down a key it accepted in the last `stale` seconds still works.
     auth_cache_fresh_s: float = Field(default=5.0, ge=0, validation_alias="AUTH_CACHE_FRESH_S")
     auth_cache_stale_s: float = Field(default=900.0, ge=0, validation_alias="AUTH_CACHE_MAX_STALE_S")
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_tenant", "token_limit_per_key", "token_limit_per_tenant",
+                     "auth_failure_limit")
+    @classmethod
+    def _rate_limit(cls, value: str, info: ValidationInfo) -> str:
+        from limits import parse_many
+
+        name = cls.model_fields[str(info.field_name)].validation_alias
+        if value.strip().lower() == "off":
+            return "off"
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(f"{name}={value!r} is not a rate limit: write it like '600/minute' (several: "
+                             "'10/second;600/minute'), or 'off' to disable it")
+        return value
 
     @field_validator("bootstrap_api_key")
     @classmethod
@@ -70,7 +98,6 @@ class NlpSettings(CommonSettings):
     models_dir: Path | None = Field(default=None, validation_alias="SUPPORTBOT_MODELS_DIR")
     # The exported sentence encoder (about 24 MB); default: <models dir>/encoders/minilm-l6-int8.
     encoder_dir: Path | None = Field(default=None, validation_alias="NLP_ENCODER_DIR")
-    max_text_chars: int = Field(default=4000, validation_alias="MAX_MESSAGE_CHARS")
     # auto: on a CPU too slow for the latency targets, intent models answer from words alone when those settle
     # it and cut long encoder input (services.nlp.latency); off: always the full model.
     latency_plan: Literal["auto", "off"] = Field(default="auto", validation_alias="NLP_LATENCY_PLAN")
