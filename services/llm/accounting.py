@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -102,8 +103,11 @@ class UsageRecorder:
     """Queues usage events and writes them in batches from a background task."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], spool_dir: Path, *, batch_size: int = 200,
-                 flush_interval_s: float = 0.5, spool_retry_s: float = 5.0) -> None:
+                 flush_interval_s: float = 0.5, spool_retry_s: float = 5.0,
+                 scrub: Callable[[list[UsageRecord]], Awaitable[list[UsageRecord]]] | None = None) -> None:
         self.sessions = sessions
+        self.scrub = scrub
+        """Applied to events just before they are stored (clears ids of erased conversations)."""
         self.spool = Spool(spool_dir)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -140,6 +144,7 @@ class UsageRecorder:
             return 0
         try:
             with self.spool.locked() as (records, truncate):
+                records = await self._scrubbed(records)
                 for start in range(0, len(records), self.batch_size):
                     async with transaction(self.sessions) as session:
                         await insert_usage_events(session, [_row(r) for r in records[start:start + self.batch_size]])
@@ -189,6 +194,7 @@ class UsageRecorder:
             await asyncio.to_thread(self.spool.append, records)
             return
         try:
+            records = await self._scrubbed(records)
             for start in range(0, len(records), self.batch_size):
                 async with transaction(self.sessions) as session:
                     await insert_usage_events(session, [_row(r) for r in records[start:start + self.batch_size]])
@@ -196,6 +202,9 @@ class UsageRecorder:
             log.error("database unavailable, usage events spooled", extra={
                 "supportbot.error": type(exc).__name__, "supportbot.count": len(records)})
             await asyncio.to_thread(self.spool.append, records)
+
+    async def _scrubbed(self, records: list[UsageRecord]) -> list[UsageRecord]:
+        return await self.scrub(records) if self.scrub is not None else records
 
 
 def _row(record: UsageRecord) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.llm.accounting import UsageRecorder
+from services.llm.admin import ConversationErasure
 from services.llm.breaker import CircuitBreaker
 from services.llm.budgets import BudgetGuard
 from services.llm.failover import Failover, Link, RetryPolicy
@@ -81,9 +82,10 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
         redis = await open_redis(settings.redis_url)  # used from the moment it answers, even if later
         cache = shared_cache(redis)
         failover = Failover(build_chain(settings, redis, extra=await load_local_models(settings)))
+        erasure = ConversationErasure(redis=redis, ttl_s=settings.cache_ttl_s, key_prefix=settings.redis_key_prefix)
         recorder = UsageRecorder(sessions, settings.spool_dir, batch_size=settings.usage_batch_size,
                                  flush_interval_s=settings.usage_flush_interval_s,
-                                 spool_retry_s=settings.usage_spool_retry_s)
+                                 spool_retry_s=settings.usage_spool_retry_s, scrub=erasure.scrub)
         await asyncio.to_thread(encoding)  # load the tokenizer now, not on the first request
         await recorder.start()
         app.state.generator = Generator(
@@ -92,8 +94,9 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
             recorder, BudgetGuard(sessions, redis, refresh_s=settings.budget_refresh_s,
                                   key_prefix=settings.redis_key_prefix),
             prices=settings.prices_per_million, default_max_tokens=settings.default_max_tokens,
-            nondeterministic_tenants=settings.cache_nondeterministic_tenants)
+            nondeterministic_tenants=settings.cache_nondeterministic_tenants, erasure=erasure)
         app.state.recorder = recorder
+        app.state.sessions = sessions
         app.state.readiness_checks = {"database": lambda: ping(engine)}
         if redis is not None:  # while it is down, cache, budgets and breakers are per process: degraded
             app.state.optional_checks = {"redis": redis.check}

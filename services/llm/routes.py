@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from services.llm.admin import usage_report
 from services.llm.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -25,7 +27,8 @@ from services.llm.protocol import (
 )
 from services.llm.providers.base import GenerationOptions, SamplingParams
 from services.llm.service import Generator, LlmRequest, Outcome, StreamOutcome
-from supportbot.contracts.common import TenantId
+from supportbot.contracts.admin import LlmErasure, UsageReport, as_utc
+from supportbot.contracts.common import ConversationId, TenantId
 from supportbot.contracts.llm import GenerateRequest, GenerateResponse, GenerateStreamEvent
 from supportbot.errors import BadRequest, ErrorResponse
 
@@ -135,3 +138,23 @@ async def _chunks(started: StreamOutcome, include_usage: bool) -> AsyncIterator[
         yield sse(ChatCompletionChunk(id=f"chatcmpl-{started.request_id}", created=created, model=started.model,
                                       choices=[], usage=usage_of(usage.prompt_tokens, usage.completion_tokens)))
     yield sse("[DONE]")
+
+
+@router.get("/usage", response_model=UsageReport, tags=["admin"])
+async def usage(request: Request, tenant_id: Annotated[TenantId, Query()],
+                since: Annotated[datetime | None, Query(description="ISO date or datetime (UTC unless it says); "
+                                                                     "default: the start of this month")] = None,
+                ) -> UsageReport:
+    """The tenant's usage per provider and model: requests, cached requests, tokens, cost."""
+    return await usage_report(request.app.state.sessions, tenant_id=tenant_id,
+                              since=as_utc(since) if since else None)
+
+
+@router.delete("/conversations/{conversation_id}", response_model=LlmErasure, tags=["admin"])
+async def erase_conversation(request: Request, conversation_id: ConversationId,
+                             tenant_id: Annotated[TenantId, Query()]) -> LlmErasure:
+    """Delete the cached replies that answered the conversation and clear its id from its usage rows."""
+    generator = _generator(request)
+    return await generator.erasure.erase(tenant_id=tenant_id, conversation_id=conversation_id,
+                                         cache=generator.cache, recorder=request.app.state.recorder,
+                                         sessions=request.app.state.sessions)

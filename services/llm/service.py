@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from services.llm.accounting import UsageRecord, UsageRecorder
+from services.llm.admin import ConversationErasure
 from services.llm.budgets import BudgetGuard, Reservation
 from services.llm.failover import Failover, Link
 from services.llm.providers.base import GenerationOptions, Provider, SamplingParams
@@ -111,7 +112,8 @@ class Generator:
 
     def __init__(self, failover: Failover, cache: ResponseCache, recorder: UsageRecorder, budgets: BudgetGuard,
                  *, prices: dict[str, tuple[float, float]], default_max_tokens: int,
-                 nondeterministic_tenants: frozenset[str] = frozenset()) -> None:
+                 nondeterministic_tenants: frozenset[str] = frozenset(),
+                 erasure: ConversationErasure | None = None) -> None:
         self.failover = failover
         self.cache = cache
         self.recorder = recorder
@@ -119,6 +121,8 @@ class Generator:
         self.prices = prices
         self.default_max_tokens = default_max_tokens
         self.nondeterministic_tenants = nondeterministic_tenants
+        self.erasure = erasure or ConversationErasure(redis=None, ttl_s=cache.ttl_s)
+        """Which cache keys answered each conversation, so that erasing it deletes them."""
 
     @property
     def providers(self) -> list[Provider]:
@@ -128,6 +132,8 @@ class Generator:
         """Pick the chain and consult the cache: a hit (already accounted), or the lease for a miss."""
         begun = _Begun(time.perf_counter(), uuid.uuid4().hex, self._chain(request))
         begun.key, begun.status = self._key(request, begun.chain)
+        if begun.key and request.conversation_id:
+            await self.erasure.remember(request.tenant_id, request.conversation_id, begun.key)
         if begun.key:
             joined = await self._lookup(begun.key)
             if isinstance(joined, CachedAnswer):

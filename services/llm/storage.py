@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Numeric, String, case, func, select
+from sqlalchemy import BigInteger, Numeric, String, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -101,3 +101,11 @@ async def set_budget(session: AsyncSession, *, tenant_id: str, monthly_tokens: i
     budget.updated_at = utcnow()
     await session.flush()
     return budget
+
+
+async def clear_conversation(session: AsyncSession, *, tenant_id: str, conversation_id: str) -> int:
+    """Detach the tenant's usage rows from an erased conversation (their counts stay); how many there were."""
+    result = await session.execute(
+        update(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.conversation_id == conversation_id)
+        .values(conversation_id=None))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
