@@ -21,14 +21,15 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
+from gateway.access import Principal
 from supportbot.cache import REDIS_ERRORS, SharedRedis
-from supportbot.errors import RateLimited
+from supportbot.errors import RateLimited, Unauthorized
 from supportbot.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,16 @@ class LimitSettings:
                    tokens_per_key=parse_limit(settings.token_limit_per_key),
                    tokens_per_tenant=parse_limit(settings.token_limit_per_tenant),
                    auth_failures=parse_limit(settings.auth_failure_limit))
+
+
+class KeyChecker(Protocol):
+    """What authenticates keys (gateway.tenants.Authenticator)."""
+
+    def knows(self, key: str) -> bool:
+        """Whether `key` is known to be valid without asking the database."""
+        ...
+
+    async def principal_for(self, key: str) -> Principal: ...
 
 
 class _Strategies:
@@ -170,6 +181,19 @@ class Limits:
                                          ("tenant", tenant_id, self.settings.tokens_per_tenant)):
             for item in items:
                 await self._run(lambda s: s.fixed.hit(item, f"tokens-{scope}", identifier, cost=tokens))
+
+    async def authenticate(self, checker: KeyChecker, key: str, *, address: str) -> Principal:
+        """`checker`'s principal for `key`, with failed authentications from `address` counted: once they
+        reach `AUTH_FAILURE_LIMIT`, a key `checker` does not already know to be valid gets 429 without being
+        looked up, until the window has room again."""
+        throttled = await self.auth_throttled(address)
+        if throttled is not None and not checker.knows(key):
+            raise auth_throttled_error(throttled)
+        try:
+            return await checker.principal_for(key)
+        except Unauthorized:
+            await self.auth_failed(address)
+            raise
 
     async def auth_throttled(self, address: str) -> Quota | None:
         """The exhausted quota when `address` has had `AUTH_FAILURE_LIMIT` failed authentications in the

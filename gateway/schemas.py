@@ -21,7 +21,8 @@ class ConversationCreated(BaseModel):
 
 
 class NewMessage(StrictModel):
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(min_length=1, max_length=4000,
+                      description="the customer's message: 1 to 4,000 characters, not blank, no NUL characters")
     client_message_id: ClientMessageId | None = None
     """Your id for this message (or send `Idempotency-Key`): a retried delivery is answered once."""
 

@@ -48,6 +48,7 @@ from supportbot.contracts.llm import (
     GenerationContext,
     ToolFunction,
     ToolSpec,
+    Usage,
 )
 from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
 from supportbot.db import transaction, utcnow
@@ -72,6 +73,8 @@ class Decision:
     handoff_reason: str | None = None
     sources: list[Source] = field(default_factory=list)
     degraded_reasons: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    """The LLM tokens spent on it, when the LLM was asked."""
 
 
 class DialogueService:
@@ -136,7 +139,7 @@ class DialogueService:
             intent=None if nlp_problem else analysis.intent, out_of_scope=analysis.out_of_scope,
             handoff=state.handoff, handoff_reason=handoff_reason, flow=state.flow,
             sources=decision.sources if decision else [], provider=decision.provider if decision else None,
-            degraded=bool(reasons), degraded_reasons=reasons)
+            degraded=bool(reasons), degraded_reasons=reasons, usage=decision.usage if decision else None)
         response = await self._store(turn, response, (time.perf_counter() - started) * 1000,
                                      newly_handed_off=state.handoff and not conversation.handoff)
         await self.state.save(turn.conversation_id, state)
@@ -249,7 +252,7 @@ class DialogueService:
             context = GenerationContext(intent=_prompt_intent(analysis), language=language, knowledge=sources)
             return Decision(offline_answer(context), OFFLINE_PROVIDER, sources=sources,
                             degraded_reasons=[LLM_UNAVAILABLE])
-        return Decision(generated.text, generated.provider, sources=sources)
+        return Decision(generated.text, generated.provider, sources=sources, usage=generated.usage)
 
     async def _continue_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
                              state: ConversationState, config: DialogueConfig, flow: Flow, *,
@@ -298,7 +301,7 @@ class DialogueService:
                 return Decision(text, "flow", degraded_reasons=[LLM_UNAVAILABLE])
             return Decision(offline_answer(GenerationContext(language=language)), OFFLINE_PROVIDER,
                             degraded_reasons=[LLM_UNAVAILABLE])
-        return Decision(generated.text, generated.provider)
+        return Decision(generated.text, generated.provider, usage=generated.usage)
 
     async def _generate(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
                         history: list[tuple[str, str]], sources: list[Source],
@@ -307,7 +310,7 @@ class DialogueService:
 
         The three-step call: the model picks a tool, we run it (validated, allow-listed, with a timeout),
         and the model answers from its result. A failing tool is never handed back to the model to improvise
-        on: the caller apologises and offers a person.
+        on: the caller apologises and offers a person. The answer's `usage` is what all the rounds spent.
         """
         intent = _prompt_intent(analysis)
         # The hosted LLM sees typed placeholders ([EMAIL], [CARD], ...) instead of personal data.
@@ -320,12 +323,16 @@ class DialogueService:
             tools=[ToolSpec(function=ToolFunction(name=name, description=tool.description,
                                                   parameters=tool.parameters)) for name, tool in offered.items()]
             or None)
+        spent = Usage(prompt_tokens=0, completion_tokens=0)  # over every round; a cached answer costs none
         for _ in range(MAX_TOOL_ROUNDS):
             # Raises DownstreamError when the llm service is down (the caller answers offline); a 4xx such as
             # an exceeded budget is not an outage and reaches the customer as it is.
             generated = await self.llm.post("/v1/generate", request, GenerateResponse)
+            if not generated.cached:
+                spent = Usage(prompt_tokens=spent.prompt_tokens + generated.usage.prompt_tokens,
+                              completion_tokens=spent.completion_tokens + generated.usage.completion_tokens)
             if not generated.tool_calls:
-                return generated
+                return generated.model_copy(update={"usage": spent})
             assert config is not None
             messages = [*request.messages, ChatMessage(role="assistant", tool_calls=generated.tool_calls)]
             for call in generated.tool_calls:

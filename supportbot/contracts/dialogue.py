@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from supportbot.contracts.common import ConversationId, Intent, Source, StrictModel, TenantId
+from supportbot.contracts.llm import Usage
 
 Channel = Literal["web", "api", "webhook", "email"]
 
@@ -62,6 +63,10 @@ class TurnResponse(BaseModel):
     degraded_reasons: list[str] = []
     """Why: "nlp_unavailable", "nlp_timeout" (no intent, no entities, words-only knowledge search),
     "llm_unavailable" (the offline answer from help-center passages and templates)."""
+    usage: Usage | None = None
+    """The LLM tokens this turn spent, over all its LLM calls (cached answers cost none); None when the llm
+    service was not asked (templates, flows, handoffs, the offline answer while it is down). The gateway
+    charges them to TOKEN_LIMIT_PER_KEY and TOKEN_LIMIT_PER_TENANT."""
 
 
 class TranscriptMessage(BaseModel):
