@@ -5,8 +5,8 @@
 - A body over `max_body_bytes`: 413, at once when `Content-Length` says so, else as soon as the bytes read
   pass the limit (chunked bodies without `Content-Length` are counted as they arrive, never held whole).
 
-The server in front has its own, coarser limits (uvicorn's h11 or httptools parser refuses a header section
-it cannot hold with a 400 or 431 of its own); these are the gateway's, in its own error shape.
+These are the limits that hold: uvicorn with httptools hands a 1 MB header section, or 2,000 headers, to
+the app (tests/gateway/test_limits_processes.py); with h11 it refuses a head over 16 KiB itself.
 """
 
 from __future__ import annotations
