@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from services.dialogue.service import DialogueService
+from supportbot.contracts.admin import ConversationErased, ConversationPage, PageCursor, as_utc
 from supportbot.contracts.common import ConversationId, TenantId
-from supportbot.contracts.dialogue import Conversation, CreateConversationRequest, Transcript, TurnRequest, TurnResponse
+from supportbot.contracts.dialogue import (
+    Channel,
+    Conversation,
+    CreateConversationRequest,
+    Transcript,
+    TurnRequest,
+    TurnResponse,
+)
 from supportbot.errors import ErrorResponse
 
 
@@ -35,3 +45,26 @@ async def get_transcript(conversation_id: ConversationId, tenant_id: Annotated[T
 @router.post("/turns", response_model=TurnResponse)
 async def post_turn(body: TurnRequest, service: ServiceDep) -> TurnResponse:
     return await service.handle_turn(body)
+
+
+@router.get("/conversations", response_model=ConversationPage)
+async def list_conversations(
+    tenant_id: Annotated[TenantId, Query()], service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[PageCursor | None, Query()] = None,
+    channel: Annotated[Channel | None, Query()] = None, handoff: Annotated[bool | None, Query()] = None,
+    created_after: Annotated[datetime | None, Query()] = None,
+    created_before: Annotated[datetime | None, Query()] = None,
+) -> ConversationPage:
+    after = as_utc(created_after) if created_after else None
+    before = as_utc(created_before) if created_before else None
+    if after is not None and before is not None and after >= before:
+        raise RequestValidationError([{"loc": ("query", "created_before"), "type": "value_error",
+                                       "msg": "created_before must be later than created_after"}])
+    return await service.list_conversations(tenant_id=tenant_id, limit=limit, cursor=cursor, channel=channel,
+                                            handoff=handoff, created_after=after, created_before=before)
+
+
+@router.delete("/conversations/{conversation_id}", response_model=ConversationErased)
+async def erase_conversation(conversation_id: ConversationId, tenant_id: Annotated[TenantId, Query()],
+                             service: ServiceDep) -> ConversationErased:
+    return await service.erase_conversation(tenant_id=tenant_id, conversation_id=conversation_id)

@@ -19,6 +19,7 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,6 +40,13 @@ from services.dialogue.prompts import build_messages
 from services.dialogue.state import ConversationState, StateStore
 from services.dialogue.storage import MessageRow
 from services.dialogue.tools import ToolError, ToolRunner
+from supportbot.contracts.admin import (
+    ConversationErased,
+    ConversationPage,
+    ConversationSummary,
+    decode_cursor,
+    encode_cursor,
+)
 from supportbot.contracts.common import Source
 from supportbot.contracts.dialogue import Conversation, Reply, Transcript, TranscriptMessage, TurnRequest, TurnResponse
 from supportbot.contracts.llm import (
@@ -103,6 +111,41 @@ class DialogueService:
         return Transcript(conversation_id=conversation_id, messages=[
             TranscriptMessage(id=r.id, role=r.role, text=r.text, intent=r.intent, confidence=r.confidence,  # type: ignore[arg-type]
                               provider=r.provider, created_at=r.created_at) for r in rows])
+
+    async def list_conversations(self, *, tenant_id: str, limit: int, cursor: str | None = None,
+                                 channel: str | None = None, handoff: bool | None = None,
+                                 created_after: datetime | None = None,
+                                 created_before: datetime | None = None) -> ConversationPage:
+        """A page of the tenant's conversations, newest first; `cursor` is the previous page's `next_cursor`."""
+        async with self.sessions() as session:
+            rows = await storage.list_conversations(
+                session, tenant_id=tenant_id, limit=limit + 1, after=decode_cursor(cursor) if cursor else None,
+                channel=channel, handoff=handoff, created_after=created_after, created_before=created_before)
+        page = rows[:limit]
+        last = page[-1][0] if page else None
+        return ConversationPage(
+            items=[ConversationSummary(id=row.id, channel=row.channel, handoff=row.handoff,
+                                       created_at=row.created_at, message_count=count, last_message_at=newest)
+                   for row, count, newest in page],
+            next_cursor=encode_cursor(last.created_at, last.id) if last is not None and len(rows) > limit else None)
+
+    async def erase_conversation(self, *, tenant_id: str, conversation_id: str) -> ConversationErased:
+        """Delete the conversation's messages, row and state (its LLM data is llm's to erase).
+
+        Under the conversation's lock, so a turn in progress ends first (its LLM calls, cache entries and usage
+        included) and no turn starts until the row is gone. The state goes first: a failure after it leaves
+        the conversation in place, so a retried erase still finds it and finishes."""
+        async with self.state.locked(conversation_id):
+            async with self.sessions() as session:
+                await self._conversation(session, tenant_id, conversation_id)
+            await self.state.forget(conversation_id)
+            async with transaction(self.sessions) as session:
+                messages = await storage.erase_conversation(session, tenant_id=tenant_id,
+                                                            conversation_id=conversation_id)
+        if messages is None:  # erased by a concurrent request meanwhile
+            raise NotFound(f"conversation {conversation_id} not found", field="conversation_id")
+        log.info("conversation erased", extra={"supportbot.tenant": tenant_id, "supportbot.messages": messages})
+        return ConversationErased(conversation_id=conversation_id, messages=messages)
 
     async def handle_turn(self, turn: TurnRequest) -> TurnResponse:
         """Process one customer message; messages of a conversation go through here one at a time."""

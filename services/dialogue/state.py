@@ -64,6 +64,10 @@ class StateStore:
     async def save(self, conversation_id: str, state: ConversationState) -> None:
         await self.cache.set(self._key(conversation_id), state.model_dump_json().encode(), self.ttl_s)
 
+    async def forget(self, conversation_id: str) -> None:
+        """Delete the conversation's state (while Redis is down: here, and in Redis once it answers again)."""
+        await self.cache.delete(self._key(conversation_id))
+
     @asynccontextmanager
     async def locked(self, conversation_id: str) -> AsyncIterator[None]:
         """Hold the conversation's lock: in this process always (FIFO), and across replicas through Redis while

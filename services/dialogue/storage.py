@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, Text, delete, func, select, update
+from sqlalchemy import Boolean, ForeignKey, String, Text, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -141,3 +141,47 @@ async def knowledge_chunks(session: AsyncSession, *, tenant_id: str) -> list[tup
                                  .join(KbDocument, KbDocument.id == KbChunk.document_id)
                                  .where(KbChunk.tenant_id == tenant_id).order_by(KbChunk.id))
     return [(title, path, text) for title, path, text in rows]
+
+
+async def list_conversations(session: AsyncSession, *, tenant_id: str, limit: int,
+                             after: tuple[datetime, str] | None = None, channel: str | None = None,
+                             handoff: bool | None = None, created_after: datetime | None = None,
+                             created_before: datetime | None = None,
+                             ) -> list[tuple[ConversationRow, int, datetime | None]]:
+    """The tenant's conversations newest first by (created_at, id), those past `after` only, each with its
+    message count and newest message time. Two queries: the page (on the (tenant_id, created_at) index), then
+    the counts of just its conversations (on messages' (conversation_id, id) index)."""
+    query = select(ConversationRow).where(ConversationRow.tenant_id == tenant_id)
+    if after is not None:
+        created, conversation_id = after
+        query = query.where(or_(ConversationRow.created_at < created,
+                                and_(ConversationRow.created_at == created, ConversationRow.id < conversation_id)))
+    if channel is not None:
+        query = query.where(ConversationRow.channel == channel)
+    if handoff is not None:
+        query = query.where(ConversationRow.handoff == handoff)
+    if created_after is not None:
+        query = query.where(ConversationRow.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(ConversationRow.created_at < created_before)
+    rows = list(await session.scalars(
+        query.order_by(ConversationRow.created_at.desc(), ConversationRow.id.desc()).limit(limit)))
+    if not rows:
+        return []
+    stats = {conversation_id: (int(count), last) for conversation_id, count, last in await session.execute(
+        select(MessageRow.conversation_id, func.count(MessageRow.id), func.max(MessageRow.created_at))
+        .where(MessageRow.conversation_id.in_([row.id for row in rows]))
+        .group_by(MessageRow.conversation_id))}
+    return [(row, *stats.get(row.id, (0, None))) for row in rows]
+
+
+async def erase_conversation(session: AsyncSession, *, tenant_id: str, conversation_id: str) -> int | None:
+    """Delete the tenant's conversation and its messages; how many messages it had, None if there is no such
+    conversation of this tenant."""
+    if await get_conversation(session, tenant_id=tenant_id, conversation_id=conversation_id) is None:
+        return None
+    # Explicitly, not by the foreign key's cascade: SQLite enforces that only with a pragma.
+    deleted = await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
+    await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id,
+                                                        ConversationRow.tenant_id == tenant_id))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
