@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from gateway.limits import Limits, LimitSettings
+from gateway.request_limits import RequestLimitsMiddleware
 from gateway.routes import router
 from gateway.tenants import Authenticator, bootstrap_demo_tenant
 from supportbot.app import build_app
+from supportbot.cache import open_redis
 from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
 from supportbot.settings import GatewaySettings
@@ -33,10 +36,22 @@ def create_app(settings: GatewaySettings | None = None,
         dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
         app.state.dialogue = dialogue
         app.state.readiness_checks = {"database": lambda: ping(engine), "dialogue": dialogue.readiness}
+        redis = await open_redis(settings.redis_url)
+        app.state.redis = redis
+        app.state.limits = Limits(LimitSettings.from_settings(settings), redis=redis,
+                                  key_prefix=settings.redis_key_prefix)
+        if redis is not None:  # while it is down, rate limits are per replica: degraded
+            app.state.optional_checks["redis"] = redis.check
         try:
             yield
         finally:
+            await app.state.limits.aclose()
+            if redis is not None:
+                await redis.aclose()
             await dialogue.aclose()
             await engine.dispose()
 
-    return build_app("gateway", settings, lifespan=lifespan, routers=[router], title="supportbot gateway")
+    app = build_app("gateway", settings, lifespan=lifespan, routers=[router], title="supportbot gateway")
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes,
+                       max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
+    return app
