@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from gateway.limits import Limits, LimitSettings
 from gateway.request_limits import RequestLimitsMiddleware
 from gateway.routes import router
-from gateway.tenants import Authenticator, bootstrap_demo_tenant
+from gateway.cors import CorsMiddleware
+from gateway.tenants import Authenticator, WidgetOrigins, bootstrap_demo_tenant
 from supportbot.app import build_app
 from supportbot.cache import open_redis
 from supportbot.db import open_database, ping, session_factory
@@ -31,6 +32,7 @@ def create_app(settings: GatewaySettings | None = None,
         app.state.sessions = session_factory(engine)
         app.state.authenticator = Authenticator(app.state.sessions, fresh_s=settings.auth_cache_fresh_s,
                                                 max_stale_s=settings.auth_cache_stale_s)
+        app.state.widget_origins = WidgetOrigins(app.state.sessions)
         if settings.bootstrap_api_key is not None:
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
         dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
@@ -49,9 +51,11 @@ def create_app(settings: GatewaySettings | None = None,
             if redis is not None:
                 await redis.aclose()
             await dialogue.aclose()
+            await app.state.authenticator.aclose()
             await engine.dispose()
 
     app = build_app("gateway", settings, lifespan=lifespan, routers=[router], title="supportbot gateway")
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes,
                        max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(CorsMiddleware)  # outermost: preflights are answered before anything else looks
     return app

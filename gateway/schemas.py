@@ -18,6 +18,9 @@ class ConversationCreated(BaseModel):
     id: str
     channel: str
     created_at: datetime
+    conversation_token: str | None = None
+    """Widget keys only, shown this once: send it as `X-Conversation-Token` with every later call about this
+    conversation (only its hash is kept)."""
 
 
 class NewMessage(StrictModel):

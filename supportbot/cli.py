@@ -18,7 +18,7 @@ class CliError(Exception):
     """Something the operator must fix; the command prints it and exits with 2."""
 
 
-def _existing_database(url: str) -> str:
+def existing_database(url: str) -> str:
     """`url`, unless it names a SQLite file that does not exist: the CLI never starts a second database."""
     from sqlalchemy.engine import make_url
 
@@ -112,29 +112,6 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
     upgrade_database(GatewaySettings().resolved_database_url)
     print("database is up to date")
-    return 0
-
-
-def cmd_tenants_create(args: argparse.Namespace) -> int:
-    from gateway.tenants import create_tenant
-    from supportbot.db import open_database, session_factory
-    from supportbot.errors import Conflict
-
-    url = _existing_database(GatewaySettings().resolved_database_url)
-
-    async def create() -> str:
-        engine = open_database(url)
-        try:
-            return await create_tenant(session_factory(engine), tenant_id=args.tenant, name=args.name)
-        finally:
-            await engine.dispose()
-
-    try:
-        key = asyncio.run(create())
-    except (ValueError, Conflict) as exc:
-        print(f"supportbot: {exc}", file=sys.stderr)
-        return 2
-    print(key)
     return 0
 
 
@@ -234,7 +211,7 @@ def cmd_kb_ingest(args: argparse.Namespace) -> int:
     from supportbot.db import open_database, session_factory
     from supportbot.settings import DialogueSettings
 
-    url = _existing_database(DialogueSettings().resolved_database_url)
+    url = existing_database(DialogueSettings().resolved_database_url)
 
     async def run() -> int:
         engine = open_database(url)
@@ -290,7 +267,7 @@ def _llm_sessions() -> tuple[object, object]:
     from supportbot.db import open_database, session_factory
     from supportbot.settings import LlmSettings
 
-    url = _existing_database(LlmSettings().resolved_database_url)
+    url = existing_database(LlmSettings().resolved_database_url)
     engine = open_database(url)
     return engine, session_factory(engine)
 
@@ -420,11 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
     migrate.set_defaults(func=cmd_migrate)
 
-    tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
-    create = tenants.add_parser("create", help="create a tenant and print its API key once")
-    create.add_argument("tenant", help="short slug, e.g. acme")
-    create.add_argument("--name", default=None)
-    create.set_defaults(func=cmd_tenants_create)
+    from gateway.cli import add_commands as add_tenant_and_key_commands
+
+    add_tenant_and_key_commands(commands)  # tenants, keys
 
     intents = commands.add_parser("intents", help="train and evaluate intent models").add_subparsers(
         dest="action", required=True)
@@ -495,4 +470,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m supportbot.cli`: run the module the commands import (gateway.cli raises *its* CliError), not
+    # this second copy of it named __main__.
+    from supportbot.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -6,6 +6,7 @@ call `GatewaySettings()` (etc.) where the app is built.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,12 +14,18 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PORTS = {"gateway": 8000, "nlp": 8001, "dialogue": 8002, "llm": 8003}
+# Words of the values that example files and templates put where a secret belongs (compared lower-case,
+# letters and digits only: "CHANGE-ME-generate-..." holds "changeme").
+_PLACEHOLDER_WORDS = ("changeme", "placeholder", "replaceme", "example", "yoursecret", "yourkey", "secrethere",
+                      "generatewith", "xxxxxxxx", "dummy")
 
 
 class CommonSettings(BaseSettings):
     """Settings every service reads."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+    # hide_input_in_errors: a refused value may be a secret (a placeholder key, a URL with a password).
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True,
+                                      hide_input_in_errors=True)
 
     data_dir: Path = Field(default=Path(".supportbot"), validation_alias="SUPPORTBOT_DATA_DIR")
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
@@ -59,8 +66,9 @@ class GatewaySettings(CommonSettings):
     max_headers: int = Field(default=100, ge=1, validation_alias="MAX_HEADERS")
     max_header_bytes: int = Field(default=16 * 1024, ge=1, validation_alias="MAX_HEADER_BYTES")
     # API keys are checked against the database again after `fresh` seconds (so a revoked key stops working
-    # within them); while the database is down a key it accepted in the last `stale` seconds still works.
-    auth_cache_fresh_s: float = Field(default=5.0, ge=0, validation_alias="AUTH_CACHE_FRESH_S")
+    # within them on every replica, for one indexed query per key and second); while the database is down a key
+    # it accepted in the last `stale` seconds still works.
+    auth_cache_fresh_s: float = Field(default=1.0, ge=0, validation_alias="AUTH_CACHE_FRESH_S")
     auth_cache_stale_s: float = Field(default=900.0, ge=0, validation_alias="AUTH_CACHE_MAX_STALE_S")
 
     @field_validator("rate_limit_per_key", "rate_limit_per_tenant", "token_limit_per_key", "token_limit_per_tenant",
@@ -84,8 +92,17 @@ class GatewaySettings(CommonSettings):
     @field_validator("bootstrap_api_key")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value() in {"", "changeme", "change-me"}:
-            raise ValueError("SUPPORTBOT_BOOTSTRAP_API_KEY must be a real secret, not a placeholder")
+        """The demo tenant's admin key: refused when it is a placeholder (such as k8s/secret.example.yaml's) or
+        too short to be secret."""
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        squashed = re.sub(r"[^a-z0-9]", "", secret.lower())
+        if len(secret) < 20 or any(word in squashed for word in _PLACEHOLDER_WORDS) or not secret.isprintable() \
+                or any(c.isspace() for c in secret):
+            raise ValueError("SUPPORTBOT_BOOTSTRAP_API_KEY must be a real secret of at least 20 characters, not a "
+                             "placeholder: generate one with `openssl rand -hex 32` (or leave it unset and "
+                             "`supportbot up` makes one and prints it once)")
         return value
 
 

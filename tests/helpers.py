@@ -109,14 +109,22 @@ class TcpProxy:
         await server.wait_closed()  # type: ignore[attr-defined]
 
 
-async def create_tenants(database_url: str, *tenant_ids: str) -> dict[str, str]:
-    """Migrate the database at `database_url` and create these tenants; their API keys by id."""
-    from gateway.tenants import create_tenant
+async def create_tenants(database_url: str, *tenant_ids: str,
+                         keys: dict[str, tuple[str, str, list[str]]] | None = None) -> dict[str, str]:
+    """Migrate the database at `database_url` and create these tenants; their first (admin) API keys by tenant
+    id. `keys`: more keys, by a name of the test's choosing → (tenant, role, origins), returned under that name
+    (and their key ids under "<name>.id")."""
+    from gateway.tenants import create_key, create_tenant
     from supportbot.db import open_database, session_factory
 
     engine = open_database(database_url)
     try:
-        return {tenant: await create_tenant(session_factory(engine), tenant_id=tenant) for tenant in tenant_ids}
+        sessions = session_factory(engine)
+        made = {tenant: await create_tenant(sessions, tenant_id=tenant) for tenant in tenant_ids}
+        for name, (tenant, role, origins) in (keys or {}).items():
+            issued = await create_key(sessions, tenant_id=tenant, role=role, origins=origins)
+            made[name], made[f"{name}.id"] = issued.key, issued.key_id
+        return made
     finally:
         await engine.dispose()
 

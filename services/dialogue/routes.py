@@ -15,11 +15,14 @@ from supportbot.contracts.dialogue import (
     Channel,
     Conversation,
     CreateConversationRequest,
+    KeyId,
+    Sha256Hex,
     Transcript,
     TurnRequest,
     TurnResponse,
+    WidgetAccess,
 )
-from supportbot.errors import ErrorResponse
+from supportbot.errors import BadRequest, ErrorResponse
 
 
 def dialogue_service(request: Request) -> DialogueService:
@@ -33,13 +36,26 @@ router = APIRouter(prefix="/v1", tags=["dialogue"],
 
 @router.post("/conversations", status_code=status.HTTP_201_CREATED, response_model=Conversation)
 async def create_conversation(body: CreateConversationRequest, service: ServiceDep) -> Conversation:
-    return await service.create_conversation(tenant_id=body.tenant_id, channel=body.channel)
+    return await service.create_conversation(tenant_id=body.tenant_id, channel=body.channel,
+                                             created_by_key=body.created_by_key, token_hash=body.token_hash)
+
+
+def widget_access(widget_key_id: Annotated[KeyId | None, Query()] = None,
+                  widget_token_hash: Annotated[Sha256Hex | None, Query()] = None) -> WidgetAccess | None:
+    """A widget key's claim to a conversation (`WidgetAccess`), when the caller names one."""
+    if widget_key_id is None and widget_token_hash is None:
+        return None
+    if widget_key_id is None or widget_token_hash is None:
+        missing = "widget_key_id" if widget_key_id is None else "widget_token_hash"
+        raise BadRequest(f"{missing}: give widget_key_id and widget_token_hash together", field=missing)
+    return WidgetAccess(key_id=widget_key_id, token_hash=widget_token_hash)
 
 
 @router.get("/conversations/{conversation_id}/messages", response_model=Transcript)
 async def get_transcript(conversation_id: ConversationId, tenant_id: Annotated[TenantId, Query()],
-                         service: ServiceDep) -> Transcript:
-    return await service.transcript(tenant_id=tenant_id, conversation_id=conversation_id)
+                         service: ServiceDep,
+                         widget: Annotated[WidgetAccess | None, Depends(widget_access)]) -> Transcript:
+    return await service.transcript(tenant_id=tenant_id, conversation_id=conversation_id, widget=widget)
 
 
 @router.post("/turns", response_model=TurnResponse)

@@ -48,7 +48,15 @@ from supportbot.contracts.admin import (
     encode_cursor,
 )
 from supportbot.contracts.common import Source
-from supportbot.contracts.dialogue import Conversation, Reply, Transcript, TranscriptMessage, TurnRequest, TurnResponse
+from supportbot.contracts.dialogue import (
+    Conversation,
+    Reply,
+    Transcript,
+    TranscriptMessage,
+    TurnRequest,
+    TurnResponse,
+    WidgetAccess,
+)
 from supportbot.contracts.llm import (
     ChatMessage,
     GenerateRequest,
@@ -98,15 +106,18 @@ class DialogueService:
         self.tools = tools
         self.settings = settings
 
-    async def create_conversation(self, *, tenant_id: str, channel: str) -> Conversation:
+    async def create_conversation(self, *, tenant_id: str, channel: str, created_by_key: str | None = None,
+                                  token_hash: str | None = None) -> Conversation:
         async with transaction(self.sessions) as session:
-            row = await storage.create_conversation(session, tenant_id=tenant_id, channel=channel)
+            row = await storage.create_conversation(session, tenant_id=tenant_id, channel=channel,
+                                                    created_by_key=created_by_key, token_hash=token_hash)
         return Conversation(id=row.id, tenant_id=row.tenant_id, channel=row.channel, handoff=row.handoff,
                             created_at=row.created_at)
 
-    async def transcript(self, *, tenant_id: str, conversation_id: str) -> Transcript:
+    async def transcript(self, *, tenant_id: str, conversation_id: str,
+                         widget: WidgetAccess | None = None) -> Transcript:
         async with self.sessions() as session:
-            await self._conversation(session, tenant_id, conversation_id)
+            await self._conversation(session, tenant_id, conversation_id, widget)
             rows = await storage.list_messages(session, conversation_id=conversation_id)
         return Transcript(conversation_id=conversation_id, messages=[
             TranscriptMessage(id=r.id, role=r.role, text=r.text, intent=r.intent, confidence=r.confidence,  # type: ignore[arg-type]
@@ -155,7 +166,7 @@ class DialogueService:
     async def _handle_locked(self, turn: TurnRequest) -> TurnResponse:
         started = time.perf_counter()
         async with self.sessions() as session:
-            conversation = await self._conversation(session, turn.tenant_id, turn.conversation_id)
+            conversation = await self._conversation(session, turn.tenant_id, turn.conversation_id, turn.widget)
             if turn.client_message_id and (earlier := await storage.find_reply_to(
                     session, conversation_id=conversation.id, client_message_id=turn.client_message_id)):
                 return _replay(earlier)
@@ -401,8 +412,10 @@ class DialogueService:
         return Decision(_template(template, language), "template", handoff_reason=reason)
 
     @staticmethod
-    async def _conversation(session: AsyncSession, tenant_id: str, conversation_id: str) -> storage.ConversationRow:
-        row = await storage.get_conversation(session, tenant_id=tenant_id, conversation_id=conversation_id)
+    async def _conversation(session: AsyncSession, tenant_id: str, conversation_id: str,
+                            widget: WidgetAccess | None = None) -> storage.ConversationRow:
+        row = await storage.get_conversation(session, tenant_id=tenant_id, conversation_id=conversation_id,
+                                             widget=widget)
         if row is None:
             raise NotFound(f"conversation {conversation_id} not found", field="conversation_id")
         return row

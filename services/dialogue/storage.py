@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from datetime import datetime
 
@@ -9,6 +10,7 @@ from sqlalchemy import Boolean, ForeignKey, String, Text, and_, delete, func, or
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from supportbot.contracts.dialogue import WidgetAccess
 from supportbot.db import Base, UTCDateTime, utcnow
 
 
@@ -66,19 +68,28 @@ class KbChunk(Base):
     text: Mapped[str] = mapped_column(Text)
 
 
-async def create_conversation(session: AsyncSession, *, tenant_id: str, channel: str) -> ConversationRow:
+async def create_conversation(session: AsyncSession, *, tenant_id: str, channel: str,
+                              created_by_key: str | None = None, token_hash: str | None = None) -> ConversationRow:
     row = ConversationRow(id=secrets.token_urlsafe(16), tenant_id=tenant_id, channel=channel, handoff=False,
-                          created_at=utcnow())
+                          created_at=utcnow(), created_by_key=created_by_key, token_hash=token_hash)
     session.add(row)
     await session.flush()
     return row
 
 
-async def get_conversation(session: AsyncSession, *, tenant_id: str, conversation_id: str) -> ConversationRow | None:
-    """The conversation if it belongs to `tenant_id` (another tenant's looks exactly like a missing one)."""
-    return await session.scalar(
+async def get_conversation(session: AsyncSession, *, tenant_id: str, conversation_id: str,
+                           widget: WidgetAccess | None = None) -> ConversationRow | None:
+    """The conversation if it belongs to `tenant_id` and, for a widget key, was created by that key with the
+    token it shows (another tenant's, another key's or a wrong token look exactly like a missing one)."""
+    row = await session.scalar(
         select(ConversationRow).where(ConversationRow.id == conversation_id, ConversationRow.tenant_id == tenant_id)
     )
+    if row is None or widget is None:
+        return row
+    # Both compared, in constant time, whatever the first says: a wrong token takes as long as a wrong key.
+    same_key = hmac.compare_digest((row.created_by_key or "").encode(), widget.key_id.encode())
+    same_token = hmac.compare_digest((row.token_hash or "").encode(), widget.token_hash.encode())
+    return row if same_key and same_token and row.token_hash is not None else None
 
 
 async def set_handoff(session: AsyncSession, *, conversation_id: str) -> None:

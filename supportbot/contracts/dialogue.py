@@ -13,9 +13,26 @@ from supportbot.contracts.llm import Usage
 Channel = Literal["web", "api", "webhook", "email"]
 
 
+KeyId = Annotated[str, StringConstraints(pattern=r"^key_[0-9a-f]{16}$")]
+"""An API key's public id."""
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class WidgetAccess(StrictModel):
+    """What a widget key shows to use a conversation: the conversation must have been created by this key and
+    `token_hash` must be the SHA-256 of its conversation token, else it is not found (404) like a missing one."""
+
+    key_id: KeyId
+    token_hash: Sha256Hex
+
+
 class CreateConversationRequest(StrictModel):
     tenant_id: TenantId
     channel: Channel = "api"
+    created_by_key: KeyId | None = None
+    """The id of the API key the conversation was created with."""
+    token_hash: Sha256Hex | None = None
+    """Widget conversations: SHA-256 of the conversation token the widget must show on every later call."""
 
 
 class Conversation(BaseModel):
@@ -36,6 +53,8 @@ class TurnRequest(StrictModel):
     text: str = Field(min_length=1, max_length=4000)
     channel: Channel = "api"
     client_message_id: ClientMessageId | None = None
+    widget: WidgetAccess | None = None
+    """Set when a widget key sends the turn: the conversation must be its own (`WidgetAccess`)."""
 
 
 class Reply(BaseModel):
