@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from gateway.admin_routes import router as admin_router
 from gateway.limits import Limits, LimitSettings
 from gateway.request_limits import RequestLimitsMiddleware
 from gateway.routes import router
@@ -37,6 +38,8 @@ def create_app(settings: GatewaySettings | None = None,
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
         dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
         app.state.dialogue = dialogue
+        # Not a readiness check: turns need no llm here, only usage and erasing (which answer 503 without it).
+        app.state.llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
         app.state.readiness_checks = {"database": lambda: ping(engine), "dialogue": dialogue.readiness}
         redis = await open_redis(settings.redis_url)
         app.state.redis = redis
@@ -51,10 +54,12 @@ def create_app(settings: GatewaySettings | None = None,
             if redis is not None:
                 await redis.aclose()
             await dialogue.aclose()
+            await app.state.llm.aclose()
             await app.state.authenticator.aclose()
             await engine.dispose()
 
-    app = build_app("gateway", settings, lifespan=lifespan, routers=[router], title="supportbot gateway")
+    app = build_app("gateway", settings, lifespan=lifespan, routers=[router, admin_router],
+                    title="supportbot gateway")
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes,
                        max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(CorsMiddleware)  # outermost: preflights are answered before anything else looks

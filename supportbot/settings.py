@@ -53,6 +53,8 @@ class GatewaySettings(CommonSettings):
     """The public gateway."""
 
     dialogue_url: str = Field(default="http://127.0.0.1:8002", validation_alias="DIALOGUE_URL")
+    # The admin routes read usage and erase a conversation's cached replies there.
+    llm_url: str = Field(default="http://127.0.0.1:8003", validation_alias="LLM_URL")
     bootstrap_api_key: SecretStr | None = Field(default=None, validation_alias="SUPPORTBOT_BOOTSTRAP_API_KEY")
     # Requests and LLM tokens per API key and per tenant, failed authentications per client address, in the
     # `limits` package's notation ("600/minute"; several: "10/second;600/minute"); "off" disables one.

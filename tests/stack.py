@@ -77,7 +77,7 @@ async def in_process_stack(*, database_url: str, data_dir: Path, model_dir: Path
     dialogue = create_dialogue(DialogueSettings(**common),
                                transports={"nlp": asgi(nlp), "llm": asgi(llm)})
     gateway = create_gateway(GatewaySettings(**common, bootstrap_api_key=API_KEY, **(gateway_settings or {})),
-                             transports={"dialogue": asgi(dialogue)})
+                             transports={"dialogue": asgi(dialogue), "llm": asgi(llm)})
     async with AsyncExitStack() as stack:
         for app in (nlp, llm, dialogue, gateway):
             await stack.enter_async_context(running(app))
