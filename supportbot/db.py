@@ -115,8 +115,9 @@ def make_async_engine(url: str) -> AsyncEngine:
 
 
 def make_sync_engine(url: str) -> Engine:
+    """A plain engine (migrations, the CLI); like the asyncio one, its errors carry no parameters."""
     _ensure_sqlite_dir(url)
-    engine = create_engine(sync_url(url), poolclass=NullPool, connect_args=_connect_args(url))
+    engine = create_engine(sync_url(url), poolclass=NullPool, connect_args=_connect_args(url), hide_parameters=True)
     if make_url(url).drivername.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

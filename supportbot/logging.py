@@ -1,31 +1,35 @@
 """ECS-JSON logs on stdout, tagged with the service name and the current trace.
 
-Personal data and secrets must never reach logs: callers log ids and sizes, never message text, and
-`ScrubFilter` masks secrets and personal data (`supportbot.pii`) that slip through anyway.
+Personal data and secrets must never reach logs: callers log ids and sizes, never message text, and the
+formatter (`ScrubbingFormatter`) masks what slips through anyway (`supportbot.pii`: e-mails, phones, cards,
+IBANs, keys and tokens) in every string it writes: the message, string extras, the exception's message and its
+stack trace (whole chain, causes included), uvicorn's and every library's lines alike, since they all reach
+the root logger's one handler. Fields that are ours and never free text (timestamps, trace ids, levels, code
+locations) are left alone, so a digit run in a trace id is not taken for a card number.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
+import threading
+import traceback
+from types import TracebackType
+from typing import Any
 
 import ecs_logging
 from opentelemetry import trace
 
 from supportbot.pii import redact
 
-_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}\b"), "[REDACTED_KEY]"),
-    (re.compile(r"\bsb_[A-Za-z0-9_-]{8,}\b"), "[REDACTED_KEY]"),
-)
+KEPT_AS_IS = frozenset({"@timestamp", "ecs.version", "log.level", "log.logger", "log.origin.function",
+                        "log.origin.file.name", "log.origin.file.line", "process.name", "process.thread.name",
+                        "trace.id", "span.id", "transaction.id", "service.name", "error.type"})
+"""ECS fields (dotted) written as they are: set by logging or by us, never holding customer text."""
 
 
 def scrub(text: str) -> str:
-    """Mask secrets, then personal data (the same redaction the nlp service offers), in a free-text string."""
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
+    """Mask secrets and personal data (`supportbot.pii`, the same redaction transcripts get) in free text."""
     return redact(text)[0]
 
 
@@ -45,24 +49,50 @@ class ServiceContextFilter(logging.Filter):
         return True
 
 
-class ScrubFilter(logging.Filter):
-    """Masks personal data and secrets in the rendered message."""
+class ScrubbingFormatter(ecs_logging.StdlibFormatter):
+    """ECS JSON with every free-text string scrubbed; the stack trace is the whole exception chain, with each
+    exception's message (where a driver's error quotes a statement's values), scrubbed like the rest."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        if isinstance(record.msg, str):
-            record.msg = scrub(record.msg)
-        return True
+    def format_to_ecs(self, record: logging.LogRecord) -> dict[str, Any]:
+        return _scrubbed(super().format_to_ecs(record), "")  # type: ignore[no-any-return]
+
+    def _record_error_stack_trace(self, record: logging.LogRecord) -> str | None:
+        exc_info = record.exc_info
+        if isinstance(exc_info, tuple) and exc_info[1] is not None:
+            return "".join(traceback.format_exception(exc_info[1]))
+        return super()._record_error_stack_trace(record)  # type: ignore[no-any-return]
+
+
+def _scrubbed(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+        return value if path in KEPT_AS_IS else scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, f"{path}.{key}" if path else key) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item, path) for item in value]
+    return value
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """Uncaught exceptions go through the formatter too, instead of Python's plain print to stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("supportbot").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        threading.__excepthook__(args)
+        return
+    _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
 
 
 def configure_logging(service_name: str, level: str = "INFO") -> None:
-    """Route the root logger (and uvicorn's) to one ECS-JSON stdout handler."""
+    """Route the root logger (and uvicorn's, warnings and uncaught exceptions) to one ECS-JSON stdout handler."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(ecs_logging.StdlibFormatter(exclude_fields=["process", "log.original", "color_message"]))
+    handler.setFormatter(ScrubbingFormatter(exclude_fields=["process", "log.original", "color_message"]))
     handler.addFilter(ServiceContextFilter(service_name))
-    handler.addFilter(ScrubFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -74,3 +104,7 @@ def configure_logging(service_name: str, level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.captureWarnings(False)  # installed afresh: something may have replaced warnings.showwarning since
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread

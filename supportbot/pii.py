@@ -1,12 +1,15 @@
-"""PII redaction: typed placeholders with spans, so text can go to the LLM or to logs safely (nlp and logging use it).
+"""PII redaction: typed placeholders with spans, so text can go to the LLM, to logs and into transcripts safely.
 
-Card numbers must pass the Luhn check and IBANs the ISO 13616 mod-97 check, so order numbers and other long
-digit runs are not mistaken for them.
+Types: EMAIL, PHONE, CARD, IBAN, IP_ADDRESS, POSTAL_CODE and SECRET (API keys and tokens: this project's
+`sb_`/`sbc_` keys and conversation tokens, OpenAI, Stripe, GitHub, Slack and AWS keys, JWTs, the token after
+`Bearer`). Card numbers must pass the Luhn check and IBANs the ISO 13616 mod-97 check, so order numbers and
+other long digit runs are not mistaken for them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 # `\b` and `\w` treat kana and kanji as word characters, so boundaries here are ASCII lookarounds and an address
@@ -27,6 +30,16 @@ _PHONE = re.compile(r"(?<![A-Za-z0-9_#+])(?<!\d[ -])(?:\+\d{1,3}[ .-]?(?:\(?\d{1
 _JP_MOBILE = re.compile(r"(?<![\d+])0[789]0\d{8}(?!\d)")
 _IPV4 = re.compile(_START + r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)" + _END)
 _JP_POSTAL = re.compile(r"〒\s?\d{3}-\d{4}")
+_SECRETS = (
+    re.compile(r"(?<![A-Za-z0-9_-])(?:sbc?_|sk-|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_|xox[abprs]-)"
+               r"[A-Za-z0-9_-]{8,}"),
+    re.compile(_START + r"(?:AKIA|ASIA)[0-9A-Z]{16}" + _END),
+    re.compile(_START + r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{16,})")  # a word after "bearer" is no token
+
+SENSITIVE = frozenset({"CARD", "IBAN", "SECRET"})
+"""What is never kept in clear anywhere, not even for the length of a conversation (the dialogue state)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,11 @@ def find_pii(text: str) -> list[Redaction]:
         if not any(r.start < end and start < r.end for r in found):
             found.append(Redaction(kind, start, end))
 
+    for match in _BEARER.finditer(text):
+        add("SECRET", *match.span(1))
+    for pattern in _SECRETS:
+        for match in pattern.finditer(text):
+            add("SECRET", *match.span())
     for match in _EMAIL.finditer(text):
         add("EMAIL", *match.span())
     for match in _IBAN.finditer(text):
@@ -87,9 +105,10 @@ def find_pii(text: str) -> list[Redaction]:
     return sorted(found, key=lambda r: r.start)
 
 
-def redact(text: str) -> tuple[str, list[Redaction]]:
-    """`text` with each PII span replaced by `[TYPE]`, and the spans (in the original text)."""
-    spans = find_pii(text)
+def redact(text: str, types: Collection[str] | None = None) -> tuple[str, list[Redaction]]:
+    """`text` with each PII span (of `types` only, when given) replaced by `[TYPE]`, and the spans replaced (in
+    the original text)."""
+    spans = [span for span in find_pii(text) if types is None or span.type in types]
     pieces: list[str] = []
     cursor = 0
     for span in spans:

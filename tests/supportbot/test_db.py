@@ -4,7 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect, text
 
 from services.dialogue import storage
 from supportbot.db import make_async_engine, make_sync_engine, session_factory, transaction, upgrade_database
@@ -43,3 +44,24 @@ async def test_timestamps_come_back_timezone_aware(database_url: str) -> None:
             assert await storage.get_conversation(session, tenant_id="other", conversation_id=row.id) is None
     finally:
         await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_statement_errors_carry_no_parameters(database_url: str) -> None:
+    """A failing statement's error (what a 500's stack trace would show) holds the SQL, never the values."""
+    value = "my card is 4111 1111 1111 1111"
+    engine = make_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa_exc.DBAPIError) as failed:
+                await conn.execute(text("SELECT * FROM no_such_table WHERE note = :note"), {"note": value})
+    finally:
+        await engine.dispose()
+    sync_engine = make_sync_engine(database_url)
+    try:
+        with sync_engine.connect() as conn, pytest.raises(sa_exc.DBAPIError) as failed_sync:
+            conn.execute(text("SELECT * FROM no_such_table WHERE note = :note"), {"note": value})
+    finally:
+        sync_engine.dispose()
+    for error in (failed.value, failed_sync.value):
+        assert value not in str(error) and "parameters hidden" in str(error)

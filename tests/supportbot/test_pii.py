@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from supportbot.pii import iban_valid, luhn_valid, redact
+from supportbot.pii import SENSITIVE, iban_valid, luhn_valid, redact
 
 
 def test_luhn_and_iban_checks() -> None:
@@ -35,3 +35,21 @@ def test_redaction(text: str, expected: str) -> None:
     assert redacted == expected
     for span in spans:
         assert text[span.start:span.end].strip()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("here is my key sb_Zx81kQ0pLm3nVb7c", "here is my key [SECRET]"),
+    ("Authorization: Bearer eyJ0eXAiOiJKV1QiLCJh.eyJzdWIiOiIxMjM0NTY3.abc", "Authorization: Bearer [SECRET]"),
+    ("the bearer of this card is me", "the bearer of this card is me"),
+    ("our stripe key sk_live_51Habcdefghij leaked", "our stripe key [SECRET] leaked"),
+    ("token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ012345", "token [SECRET]"),
+    ("AWS AKIAIOSFODNN7EXAMPLE in the config", "AWS [SECRET] in the config"),
+    ("key id key_0123456789abcdef is fine", "key id key_0123456789abcdef is fine"),
+])
+def test_secrets_are_redacted(text: str, expected: str) -> None:
+    assert redact(text)[0] == expected
+
+
+def test_redacting_only_some_types() -> None:
+    text = "card 4111 1111 1111 1111, mail ana@example.com, key sk-abcdefgh12345678"
+    assert redact(text, SENSITIVE)[0] == "card [CARD], mail ana@example.com, key [SECRET]"
