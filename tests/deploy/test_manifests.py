@@ -398,3 +398,175 @@ def test_k8s_has_a_deployment_and_service_per_service() -> None:
         assert any(name in n for n in kinds["Deployment"]), name
         assert any(name in n for n in kinds["Service"]), name
     assert kinds.get("ConfigMap") and kinds.get("Secret")
+
+
+# --- k8s/: who may talk to whom, and who holds which secret --------------------------------------------------------
+
+APP_SERVICES = {"gateway": 8000, "nlp": 8001, "dialogue": 8002, "llm": 8003}
+CLUSTER_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+OUTSIDE = "outside"  # a client outside the namespace: a load balancer, an Ingress controller, another pod
+
+
+def rendered_k8s() -> list[dict[str, Any]]:
+    """`kubectl kustomize k8s` (or `kustomize build`); without either, the kustomization's resources as written,
+    which is what kustomize renders for this base but the namespace and labels."""
+    for command in (["kubectl", "kustomize", "k8s"], ["kustomize", "build", "k8s"]):
+        if shutil.which(command[0]):
+            out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=True).stdout
+            return [doc for doc in yaml.safe_load_all(out) if doc]
+    if IN_CI:
+        pytest.fail("kubectl or kustomize is required in CI")
+    kustomization = yaml.safe_load((REPO / "k8s" / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"]
+            for doc in yaml.safe_load_all((REPO / "k8s" / name).read_text()) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return rendered_k8s()
+
+
+def pod_labels(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None:
+            return False
+        if operator == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def reaches_pod(peer: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a rule's peer takes in a pod of this namespace with `labels` (an ipBlock that does not leave out
+    the cluster's ranges may, depending on the CNI: counted as yes)."""
+    if "ipBlock" in peer:
+        return not any(cidr in (peer["ipBlock"].get("except") or []) for cidr in CLUSTER_RANGES)
+    if "namespaceSelector" in peer:
+        return False  # another namespace's pods (kube-dns); none of ours is selected that way here
+    return selects(peer.get("podSelector") or {}, labels)
+
+
+def port_allowed(rule: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+
+def policies_for(docs: list[dict[str, Any]], labels: dict[str, str], direction: str) -> list[dict[str, Any]]:
+    return [d["spec"] for d in docs if d["kind"] == "NetworkPolicy"
+            and direction in d["spec"].get("policyTypes", []) and selects(d["spec"]["podSelector"], labels)]
+
+
+def may_talk(docs: list[dict[str, Any]], source: str, target: str, port: int) -> bool:
+    """NetworkPolicy semantics: the target's ingress policies admit the source on `port` and (for a source in
+    the namespace) the source's egress policies let it out to the target."""
+    target_labels = pod_labels(docs, target)
+    ingress = policies_for(docs, target_labels, "Ingress")
+    assert ingress, f"{target} has no ingress policy: everything may reach it"
+    admitted = any(port_allowed(rule, port) and (not rule.get("from") or (
+        source != OUTSIDE and any(reaches_pod(peer, pod_labels(docs, source)) for peer in rule["from"])))
+        for policy in ingress for rule in policy.get("ingress") or [])
+    if source == OUTSIDE or not admitted:
+        return admitted
+    egress = policies_for(docs, pod_labels(docs, source), "Egress")
+    assert egress, f"{source} has no egress policy: it may reach anything"
+    return any(port_allowed(rule, port) and (not rule.get("to") or any(reaches_pod(peer, target_labels)
+                                                                       for peer in rule["to"]))
+               for policy in egress for rule in policy.get("egress") or [])
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_call_graph(rendered) -> None:
+    default = [d for d in rendered if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {}
+               and set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}]
+    assert default and not default[0]["spec"].get("ingress") and not default[0]["spec"].get("egress")
+    assert all(d["metadata"].get("namespace") in (None, "supportbot") for d in rendered
+               if d["kind"] == "NetworkPolicy")
+    allowed = {(source, target) for source in [OUTSIDE, *APP_SERVICES] for target, port in APP_SERVICES.items()
+               if source != target and may_talk(rendered, source, target, port)}
+    assert allowed == {(OUTSIDE, "gateway"), ("gateway", "dialogue"), ("gateway", "llm"), ("dialogue", "nlp"),
+                       ("dialogue", "llm")}
+    # Nor on any other port of theirs (a debug port, say): each service is reached only where it serves.
+    for target in APP_SERVICES:
+        assert not any(may_talk(rendered, source, target, other) for source in [OUTSIDE, *APP_SERVICES]
+                       for other in (22, 80, 5000, 9090) if source != target)
+
+
+def egress_rules(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [rule for policy in policies_for(docs, pod_labels(docs, name), "Egress")
+            for rule in policy.get("egress") or []]
+
+
+def test_every_pod_resolves_names_and_only_llm_and_dialogue_reach_the_internet(rendered) -> None:
+    for name in APP_SERVICES:
+        rules = egress_rules(rendered, name)
+        dns = [rule for rule in rules if any(
+            (peer.get("podSelector") or {}).get("matchLabels", {}).get("k8s-app") == "kube-dns"
+            and (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            == "kube-system" for peer in rule.get("to") or [])]
+        assert any(port_allowed(rule, 53, "UDP") and port_allowed(rule, 53, "TCP") for rule in dns), name
+        assert all(rule.get("to") for rule in rules), f"{name}: an egress rule to everywhere"
+        internet = [rule for rule in rules if port_allowed(rule, 443) and any(
+            "ipBlock" in peer for peer in rule["to"])]
+        if name in ("llm", "dialogue"):  # the LLM provider; tenants' tools
+            assert internet, name
+            for rule in internet:
+                for peer in rule["to"]:
+                    assert set(CLUSTER_RANGES) | {"169.254.0.0/16"} <= set(peer["ipBlock"].get("except", [])), peer
+        else:
+            assert not internet, name
+        datastores = any(port_allowed(rule, 5432) and port_allowed(rule, 6379) for rule in rules
+                         if rule.get("ports"))
+        assert datastores == (name != "nlp"), name  # nlp keeps no database
+
+
+def secret_keys_of(docs: list[dict[str, Any]], name: str) -> set[str]:
+    """Every Secret key that Deployment `name`'s containers can read (envFrom, env, volumes)."""
+    secrets = {d["metadata"]["name"]: set((d.get("stringData") or {}) | (d.get("data") or {}))
+               for d in docs if d["kind"] == "Secret"}
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+    pod = deployment["spec"]["template"]["spec"]
+    keys: set[str] = set()
+    for container in pod["containers"] + pod.get("initContainers", []):
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                keys |= secrets[source["secretRef"]["name"]]
+        for variable in container.get("env", []):
+            ref = (variable.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                keys.add(ref["key"])
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            keys |= secrets[volume["secret"]["secretName"]]
+    return keys
+
+
+def test_each_deployment_mounts_only_the_secrets_it_needs(rendered) -> None:
+    held = {name: secret_keys_of(rendered, name) for name in APP_SERVICES}
+    assert held == {
+        "gateway": {"SERVICE_TOKEN", "DATABASE_URL", "REDIS_URL", "SUPPORTBOT_BOOTSTRAP_API_KEY"},
+        "nlp": {"SERVICE_TOKEN"},
+        "dialogue": {"SERVICE_TOKEN", "DATABASE_URL", "REDIS_URL", "TRANSCRIPT_KEYS"},
+        "llm": {"SERVICE_TOKEN", "DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY"},
+    }
+    config = next(d for d in rendered if d["kind"] == "ConfigMap")
+    assert not {"SERVICE_TOKEN", "OPENAI_API_KEY", "DATABASE_URL"} & set(config["data"])
+
+
+def test_compose_gives_every_service_the_token_and_each_only_its_secrets() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["SERVICE_TOKEN"].startswith("${SERVICE_TOKEN:?"), name  # required, with a message
+        assert ("OPENAI_API_KEY" in env) == (name == "llm"), name
+        assert ("SUPPORTBOT_BOOTSTRAP_API_KEY" in env) == (name == "gateway"), name
+        assert ("DATABASE_URL" in env) == (name != "nlp"), name
