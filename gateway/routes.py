@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Request, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, status
 
 from gateway.access import Permission, Principal, Role
 from gateway.deps import ConversationAccessDep, require
@@ -23,8 +23,8 @@ from supportbot.contracts.dialogue import (
     TurnRequest,
     TurnResponse,
 )
-from supportbot.errors import ErrorResponse
-from supportbot.http import ServiceClient
+from supportbot.errors import ErrorResponse, Forbidden
+from supportbot.http import DownstreamRejected, ServiceClient
 
 
 def dialogue_client(request: Request) -> ServiceClient:
@@ -70,7 +70,12 @@ async def post_message(
     await limits.admit_turn(key_id=principal.key_id, tenant_id=principal.tenant_id)
     turn = TurnRequest(tenant_id=principal.tenant_id, conversation_id=conversation_id, text=body.text,
                        client_message_id=body.client_message_id or idempotency_key, widget=widget)
-    answer = await dialogue.post("/v1/turns", turn, TurnResponse)
+    try:
+        answer = await dialogue.post("/v1/turns", turn, TurnResponse)
+    except DownstreamRejected as exc:
+        if exc.field == "client_message_id" and body.client_message_id is None:  # it came as the header
+            exc.field, exc.message = "Idempotency-Key", exc.message.replace("client_message_id", "Idempotency-Key")
+        raise
     if answer.usage is not None and not answer.duplicate:  # a replayed answer cost nothing now
         await limits.charge_tokens(key_id=principal.key_id, tenant_id=principal.tenant_id,
                                    tokens=answer.usage.prompt_tokens + answer.usage.completion_tokens)
@@ -81,7 +86,16 @@ async def post_message(
 async def get_messages(
     conversation_id: ConversationId, principal: Annotated[Principal, Depends(require(Permission.READ_TRANSCRIPT))],
     widget: ConversationAccessDep, dialogue: DialogueDep,
+    originals: Annotated[bool, Query(description="admin keys: each message's original, for tenants that keep "
+                                                 "them encrypted (else `original` is null)")] = False,
 ) -> Transcript:
-    params = {"widget_key_id": widget.key_id, "widget_token_hash": widget.token_hash} if widget else {}
+    """Texts are stored with personal data redacted ([CARD], [EMAIL], ...); `originals=true` needs an admin key."""
+    if originals and not principal.may(Permission.READ_ORIGINALS):
+        raise Forbidden(f"{principal.role.value} keys may not read originals: originals=true needs an admin key",
+                        field="originals")
+    params: dict[str, str | bool] = {"widget_key_id": widget.key_id,
+                                     "widget_token_hash": widget.token_hash} if widget else {}
+    if originals:
+        params["originals"] = True
     return await dialogue.get(f"/v1/conversations/{conversation_id}/messages", Transcript,
                               tenant_id=principal.tenant_id, **params)

@@ -26,6 +26,10 @@ _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # After a country code the area code may be one digit: "+81-3-1234-5678" (Tokyo).
 _PHONE = re.compile(r"(?<![A-Za-z0-9_#+])(?<!\d[ -])(?:\+\d{1,3}[ .-]?(?:\(?\d{1,5}\)?[ .-]?)?|\(?\d{2,5}\)?[ .-]?)?"
                     r"\d{3,4}[ .-]?\d{3,5}(?![A-Za-z0-9_])(?![ -]\d)")
+# Numbers written in groups of two (much of Europe): "+34 612 48 93 07", "+33 6 12 34 56 78", and without the
+# country code the French "06 12 34 56 78" and the Spanish "612 48 93 07" (a date or a time is never in pairs).
+_INTL_PHONE = re.compile(r"(?<![A-Za-z0-9_#+])\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){2,6}(?![A-Za-z0-9_])(?![ .-]\d)")
+_PAIRED_PHONE = re.compile(r"(?<![\d.,:/+-])(?:0\d(?:[ .]\d{2}){4}|[6-9]\d{2}(?: \d{2}){3})(?!\d|[ .,:/-]\d)")
 # Japanese mobile numbers are often written without separators; their 070/080/090 prefix marks them.
 _JP_MOBILE = re.compile(r"(?<![\d+])0[789]0\d{8}(?!\d)")
 _IPV4 = re.compile(_START + r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)" + _END)
@@ -96,7 +100,7 @@ def find_pii(text: str) -> list[Redaction]:
         add("POSTAL_CODE", *match.span())
     for match in _JP_MOBILE.finditer(text):
         add("PHONE", *match.span())
-    for match in _PHONE.finditer(text):
+    for match in (*_INTL_PHONE.finditer(text), *_PAIRED_PHONE.finditer(text), *_PHONE.finditer(text)):
         value = match.group()
         # A bare run of digits is more likely an order or account number than a phone number.
         formatted = value.startswith("+") or bool(re.search(r"[ .()-]", value))

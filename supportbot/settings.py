@@ -143,6 +143,18 @@ class DialogueSettings(CommonSettings):
     handoff_min_confidence: float = Field(default=0.5, validation_alias="HANDOFF_MIN_CONFIDENCE")
     state_ttl_s: int = Field(default=7 * 24 * 3600, validation_alias="DIALOGUE_STATE_TTL_S")
     company_name: str = Field(default="Example Store", validation_alias="COMPANY_NAME")
+    # Fernet keys, comma-separated, for the encrypted originals of tenants that keep them (supportbot/crypto.py):
+    # the first encrypts, all decrypt. Unset: no originals are kept, whatever a tenant chose.
+    transcript_keys: SecretStr | None = Field(default=None, validation_alias="TRANSCRIPT_KEYS")
+
+    @field_validator("transcript_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        from supportbot.crypto import parse_keys
+
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
 
 
 class LlmSettings(CommonSettings):

@@ -18,6 +18,7 @@ from services.dialogue.state import StateStore
 from services.dialogue.tools import ToolRunner
 from supportbot.app import build_app
 from supportbot.cache import open_redis, shared_cache
+from supportbot.crypto import TranscriptCipher
 from supportbot.db import open_database, ping, session_factory
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
 from supportbot.settings import DialogueSettings
@@ -53,7 +54,9 @@ def create_app(settings: DialogueSettings | None = None,
             sessions=sessions, nlp=nlp, llm=llm,
             knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(embed_client)),
             configs=ConfigLibrary(settings.data_dir), state=state,
-            tools=ToolRunner(tool_client), settings=settings)
+            tools=ToolRunner(tool_client), settings=settings,
+            cipher=TranscriptCipher.from_setting(settings.transcript_keys.get_secret_value()
+                                                 if settings.transcript_keys else None))
         app.state.readiness_checks = {"database": lambda: ping(engine)}
         # Without nlp or llm turns are still answered, marked degraded.
         app.state.optional_checks = {"nlp": nlp.readiness, "llm": llm.readiness}

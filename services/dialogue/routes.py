@@ -54,8 +54,11 @@ def widget_access(widget_key_id: Annotated[KeyId | None, Query()] = None,
 @router.get("/conversations/{conversation_id}/messages", response_model=Transcript)
 async def get_transcript(conversation_id: ConversationId, tenant_id: Annotated[TenantId, Query()],
                          service: ServiceDep,
-                         widget: Annotated[WidgetAccess | None, Depends(widget_access)]) -> Transcript:
-    return await service.transcript(tenant_id=tenant_id, conversation_id=conversation_id, widget=widget)
+                         widget: Annotated[WidgetAccess | None, Depends(widget_access)],
+                         originals: Annotated[bool, Query(description="with each message's kept original")] = False,
+                         ) -> Transcript:
+    return await service.transcript(tenant_id=tenant_id, conversation_id=conversation_id, widget=widget,
+                                    originals=originals)
 
 
 @router.post("/turns", response_model=TurnResponse)

@@ -67,6 +67,7 @@ from supportbot.contracts.llm import (
     Usage,
 )
 from supportbot.contracts.nlp import AnalyzeRequest, AnalyzeResponse
+from supportbot.crypto import TranscriptCipher, Undecryptable
 from supportbot.db import transaction, utcnow
 from supportbot.errors import Conflict, DownstreamError, DownstreamTimeout, NotFound
 from supportbot.http import ServiceClient
@@ -74,6 +75,7 @@ from supportbot.offline_answer import OFFLINE_PROVIDER, offline_answer
 from supportbot.pii import redact
 from supportbot.resources import SUPPORTED_REPLY_LANGUAGES, reply
 from supportbot.settings import DialogueSettings
+from supportbot.tenancy import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ class Decision:
 class DialogueService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], nlp: ServiceClient, llm: ServiceClient,
                  knowledge: KnowledgeLibrary, configs: ConfigLibrary, state: StateStore, tools: ToolRunner,
-                 settings: DialogueSettings) -> None:
+                 settings: DialogueSettings, cipher: TranscriptCipher | None = None) -> None:
+        """`cipher`: encrypts the originals of tenants that keep them (TRANSCRIPT_KEYS); None: none are kept."""
         self.sessions = sessions
         self.nlp = nlp
         self.llm = llm
@@ -105,6 +108,9 @@ class DialogueService:
         self.state = state
         self.tools = tools
         self.settings = settings
+        self.cipher = cipher
+        self._originals_unkept: set[str] = set()
+        """Tenants that opted in to originals while no key is set: warned about once per process."""
 
     async def create_conversation(self, *, tenant_id: str, channel: str, created_by_key: str | None = None,
                                   token_hash: str | None = None) -> Conversation:
@@ -114,14 +120,29 @@ class DialogueService:
         return Conversation(id=row.id, tenant_id=row.tenant_id, channel=row.channel, handoff=row.handoff,
                             created_at=row.created_at)
 
-    async def transcript(self, *, tenant_id: str, conversation_id: str,
-                         widget: WidgetAccess | None = None) -> Transcript:
+    async def transcript(self, *, tenant_id: str, conversation_id: str, widget: WidgetAccess | None = None,
+                         originals: bool = False) -> Transcript:
+        """The stored (redacted) transcript; with `originals`, each message's decrypted original where one was
+        kept (the caller checks that it may read them)."""
         async with self.sessions() as session:
             await self._conversation(session, tenant_id, conversation_id, widget)
             rows = await storage.list_messages(session, conversation_id=conversation_id)
         return Transcript(conversation_id=conversation_id, messages=[
             TranscriptMessage(id=r.id, role=r.role, text=r.text, intent=r.intent, confidence=r.confidence,  # type: ignore[arg-type]
-                              provider=r.provider, created_at=r.created_at) for r in rows])
+                              provider=r.provider, created_at=r.created_at,
+                              original=self._original_of(r) if originals else None) for r in rows])
+
+    def _original_of(self, row: MessageRow) -> str | None:
+        if row.original_encrypted is None:
+            return None
+        if self.cipher is not None:
+            try:
+                return self.cipher.decrypt(row.original_encrypted)
+            except Undecryptable:
+                pass
+        log.warning("an original is kept under a key TRANSCRIPT_KEYS no longer holds", extra={
+            "supportbot.message_id": row.id})
+        return None
 
     async def list_conversations(self, *, tenant_id: str, limit: int, cursor: str | None = None,
                                  channel: str | None = None, handoff: bool | None = None,
@@ -169,7 +190,9 @@ class DialogueService:
             conversation = await self._conversation(session, turn.tenant_id, turn.conversation_id, turn.widget)
             if turn.client_message_id and (earlier := await storage.find_reply_to(
                     session, conversation_id=conversation.id, client_message_id=turn.client_message_id)):
+                await self._check_same_message(session, turn)
                 return _replay(earlier)
+            keep_originals = await self._keeps_originals(session, turn.tenant_id)
             history = await storage.list_messages(session, conversation_id=conversation.id,
                                                   last=self.settings.history_turns * 2)
         state = await self.state.load(turn.conversation_id)
@@ -195,7 +218,8 @@ class DialogueService:
             sources=decision.sources if decision else [], provider=decision.provider if decision else None,
             degraded=bool(reasons), degraded_reasons=reasons, usage=decision.usage if decision else None)
         response = await self._store(turn, response, (time.perf_counter() - started) * 1000,
-                                     newly_handed_off=state.handoff and not conversation.handoff)
+                                     newly_handed_off=state.handoff and not conversation.handoff,
+                                     keep_originals=keep_originals)
         await self.state.save(turn.conversation_id, state)
         log.info("turn handled", extra={"supportbot.intent": response.intent.name if response.intent else None,
                                         "supportbot.provider": response.provider,
@@ -218,25 +242,70 @@ class DialogueService:
                                "supportbot.tenant": turn.tenant_id})
             return analysis_without_nlp(turn.text, previous_language=previous_language), reason
 
+    async def _keeps_originals(self, session: AsyncSession, tenant_id: str) -> bool:
+        """Whether the tenant's originals are kept: it opted in and a key is set (else warned about, once)."""
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None or not tenant.keep_originals:
+            return False
+        if self.cipher is None:
+            if tenant_id not in self._originals_unkept:
+                self._originals_unkept.add(tenant_id)
+                log.warning("the tenant keeps originals but TRANSCRIPT_KEYS is unset: only redacted text is stored",
+                            extra={"supportbot.tenant": tenant_id})
+            return False
+        return True
+
+    async def _check_same_message(self, session: AsyncSession, turn: TurnRequest) -> None:
+        """409 when a client message id comes again with another text than the one delivered under it.
+
+        Compared with the kept original where there is one, else with the stored redacted text: then two texts
+        that differ only inside a redacted value (another card number) count as the same message."""
+        assert turn.client_message_id is not None
+        sent = await storage.find_customer_message(session, conversation_id=turn.conversation_id,
+                                                   client_message_id=turn.client_message_id)
+        if sent is None:
+            return
+        original = self._original_of(sent) if sent.original_encrypted is not None else None
+        same = original == turn.text if original is not None else sent.text == redact(turn.text)[0]
+        if not same:
+            raise Conflict(f"client_message_id {turn.client_message_id!r} was already used in this conversation for "
+                           "another message; a new message needs a new id (the same id is for retrying the same "
+                           "message)", field="client_message_id")
+
+    def _original(self, text: str, stored: str, keep: bool) -> str | None:
+        """The encrypted original to keep beside the stored text: only when redaction changed something."""
+        if not keep or self.cipher is None or stored == text:
+            return None
+        return self.cipher.encrypt(text)
+
     async def _store(self, turn: TurnRequest, response: TurnResponse, latency_ms: float, *,
-                     newly_handed_off: bool) -> TurnResponse:
+                     newly_handed_off: bool, keep_originals: bool = False,
+                     caller_gone: bool = False) -> TurnResponse:
+        """Store the turn with personal data redacted (the originals encrypted, if kept); the response returned
+        is the live one, the one stored for replays holds the redacted reply."""
         intent = response.intent
+        customer_text = redact(turn.text)[0]
         try:
             async with transaction(self.sessions) as session:
                 customer = await storage.add_message(session, MessageRow(
-                    conversation_id=turn.conversation_id, role="customer", text=turn.text,
+                    conversation_id=turn.conversation_id, role="customer", text=customer_text,
+                    original_encrypted=self._original(turn.text, customer_text, keep_originals),
                     intent=intent.name if intent else None, confidence=intent.confidence if intent else None,
                     client_message_id=turn.client_message_id, created_at=utcnow()))
                 if response.reply is None:
                     response = response.model_copy(update={"message_id": customer.id})
                     customer.response_json = response.model_dump_json()
                 else:
+                    # A reply may echo what the customer typed (a flow's template, the LLM's wording).
+                    reply_text = redact(response.reply.text)[0]
                     bot = await storage.add_message(session, MessageRow(
-                        conversation_id=turn.conversation_id, role="bot", text=response.reply.text,
+                        conversation_id=turn.conversation_id, role="bot", text=reply_text,
+                        original_encrypted=self._original(response.reply.text, reply_text, keep_originals),
                         provider=response.provider, latency_ms=latency_ms,
                         client_message_id=turn.client_message_id, created_at=utcnow()))
                     response = response.model_copy(update={"message_id": bot.id})
-                    bot.response_json = response.model_dump_json()
+                    stored_reply = response.reply.model_copy(update={"text": reply_text})
+                    bot.response_json = response.model_copy(update={"reply": stored_reply}).model_dump_json()
                 if newly_handed_off:
                     await storage.set_handoff(session, conversation_id=turn.conversation_id)
         except IntegrityError as exc:  # the same delivery, stored by another replica that lost its lock
@@ -343,8 +412,9 @@ class DialogueService:
         if flow.reply == "template" and flow.template:
             text = pick(flow.template, language).format_map(defaultdict(lambda: "n/a", values))
             return Decision(text, "flow")
+        # The hosted LLM sees placeholders for the slots' and the tool's personal data too.
         result = Source(title=f"{name} result", path=f"action:{flow.action or name}",
-                        snippet=json.dumps(values, ensure_ascii=False)[:800])
+                        snippet=redact(json.dumps(values, ensure_ascii=False))[0][:800])
         try:
             generated = await self._generate(turn, analysis, language, [], [result])
         except DownstreamError as exc:
@@ -402,7 +472,7 @@ class DialogueService:
                 result = await self.tools.run(call.function.name, tool, arguments,
                                               allowed_hosts=config.allowed_hosts)
                 messages.append(ChatMessage(role="tool", tool_call_id=call.id,
-                                            content=json.dumps(result, ensure_ascii=False)))
+                                            content=redact(json.dumps(result, ensure_ascii=False))[0]))
             request = request.model_copy(update={"messages": messages})
         raise ToolError("too_many_tool_calls")
 

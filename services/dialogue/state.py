@@ -17,6 +17,7 @@ from redis.exceptions import LockError
 
 from supportbot.cache import REDIS_ERRORS, Cache, SharedRedis
 from supportbot.errors import SupportbotError
+from supportbot.pii import SENSITIVE, redact
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,11 @@ class StateStore:
             return ConversationState()
 
     async def save(self, conversation_id: str, state: ConversationState) -> None:
-        await self.cache.set(self._key(conversation_id), state.model_dump_json().encode(), self.ttl_s)
+        """Store the state; card numbers, IBANs and secrets in slot values are redacted first, so such a value
+        is usable only within the turn it was typed in (a payment belongs on a payment page, not in a chat)."""
+        slots = {name: redact(value, SENSITIVE)[0] for name, value in state.slots.items()}
+        stored = state.model_copy(update={"slots": slots}) if slots != state.slots else state
+        await self.cache.set(self._key(conversation_id), stored.model_dump_json().encode(), self.ttl_s)
 
     async def forget(self, conversation_id: str) -> None:
         """Delete the conversation's state (while Redis is down: here, and in Redis once it answers again)."""

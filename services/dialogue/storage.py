@@ -120,6 +120,14 @@ async def find_reply_to(session: AsyncSession, *, conversation_id: str, client_m
     return next((r for r in rows if r.role == "bot"), rows[0] if rows else None)
 
 
+async def find_customer_message(session: AsyncSession, *, conversation_id: str,
+                                client_message_id: str) -> MessageRow | None:
+    """The customer's message delivered with this client message id, if any."""
+    return await session.scalar(select(MessageRow).where(
+        MessageRow.conversation_id == conversation_id, MessageRow.client_message_id == client_message_id,
+        MessageRow.role == "customer"))
+
+
 async def replace_document(session: AsyncSession, *, tenant_id: str, path: str, title: str, sha256: str,
                            chunks: list[tuple[str, str]]) -> bool:
     """Store a document's chunks (title, text), replacing an earlier version; False when it is unchanged."""

@@ -96,6 +96,9 @@ class TranscriptMessage(BaseModel):
     confidence: float | None = None
     provider: str | None = None
     created_at: datetime
+    original: str | None = None
+    """Only when asked for (`originals=true`, admin keys): the text as typed or said, for a message whose `text`
+    had personal data redacted, of a tenant that keeps originals encrypted; else null."""
 
 
 class Transcript(BaseModel):

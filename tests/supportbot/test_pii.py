@@ -29,6 +29,11 @@ def test_luhn_and_iban_checks() -> None:
     ("IPは192.168.1.10です", "IPは[IP_ADDRESS]です"),
     ("携帯は09012345678です", "携帯は[PHONE]です"),
     ("order 12345678901 is late", "order 12345678901 is late"),
+    ("llámame al +34 612 48 93 07 por la tarde", "llámame al [PHONE] por la tarde"),
+    ("mi móvil es 612 48 93 07.", "mi móvil es [PHONE]."),
+    ("appelez le 06 12 34 56 78 svp", "appelez le [PHONE] svp"),
+    ("+33 6 12 34 56 78", "[PHONE]"),
+    ("delivered on 2024-12-01 at 12:30, 2 x 24.99", "delivered on 2024-12-01 at 12:30, 2 x 24.99"),
 ])
 def test_redaction(text: str, expected: str) -> None:
     redacted, spans = redact(text)
