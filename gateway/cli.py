@@ -1,4 +1,4 @@
-"""`supportbot tenants create|list` and `supportbot keys create|list|revoke|rotate`.
+"""`supportbot tenants create|list|set` and `supportbot keys create|list|revoke|rotate`.
 
 A new key is printed once, alone on the last line of stdout (scripts take `| tail -n1`); only its SHA-256 is
 stored. Unknown tenants and keys are errors (exit 2) that say what to run instead.
@@ -82,6 +82,28 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants_set(args: argparse.Namespace) -> int:
+    keep = args.keep_originals == "on"
+
+    async def change(sessions: async_sessionmaker[AsyncSession]) -> None:
+        from supportbot.db import transaction
+
+        async with transaction(sessions) as session:
+            tenant = await storage.get_tenant(session, tenant_id=args.tenant)
+            if tenant is None:
+                raise CliError(f"unknown tenant {args.tenant!r}: `supportbot tenants list` shows them")
+            tenant.keep_originals = keep
+
+    _run(change)
+    if keep:
+        print(f"tenant {args.tenant} keeps the originals of redacted messages from now on, encrypted with the "
+              "first of dialogue's TRANSCRIPT_KEYS (while it has none, dialogue keeps none and logs a warning)")
+    else:
+        print(f"tenant {args.tenant} keeps no originals from now on; those kept so far stay, encrypted, until "
+              "their conversations are erased")
+    return 0
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     issued = _run(lambda sessions: create_key(sessions, tenant_id=args.tenant, role=args.role, origins=args.origin))
     where = f" for {', '.join(issued.origins)}" if issued.origins else ""
@@ -155,6 +177,11 @@ def add_commands(commands: Any) -> None:
     listing = tenants.add_parser("list", help="every tenant with its number of active keys")
     listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
     listing.set_defaults(func=cmd_tenants_list)
+    change = tenants.add_parser("set", help="change a tenant's settings")
+    change.add_argument("tenant")
+    change.add_argument("--keep-originals", choices=["on", "off"], required=True,
+                        help="keep each new message's original text too, encrypted, readable by admin keys only")
+    change.set_defaults(func=cmd_tenants_set)
 
     keys = commands.add_parser("keys", help="a tenant's API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create a key and print it once, alone on the last line")
