@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -45,11 +46,13 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SUPPORTBOT_DATA_DIR": os.environ.get(
-        "SUPPORTBOT_DATA_DIR", tempfile.mkdtemp(prefix="sb-bench-")), "LOG_LEVEL": "WARNING"}
+        "SUPPORTBOT_DATA_DIR", tempfile.mkdtemp(prefix="sb-bench-")), "LOG_LEVEL": "WARNING",
+           "SERVICE_TOKEN": os.environ.get("SERVICE_TOKEN") or secrets.token_urlsafe(32)}
     server = subprocess.Popen([sys.executable, "-m", "supportbot.cli", "serve", "nlp", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"X-Supportbot-Service-Token": env["SERVICE_TOKEN"]}) as client:
             deadline = time.monotonic() + 180
             while True:
                 try:

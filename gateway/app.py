@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings | None = None,
             await engine.dispose()
 
     app = build_app("gateway", settings, lifespan=lifespan, routers=[router, admin_router],
-                    title="supportbot gateway")
+                    title="supportbot gateway", internal=False)  # API keys, not the service token
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes,
                        max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(CorsMiddleware)  # outermost: preflights are answered before anything else looks

@@ -15,6 +15,7 @@ from supportbot import __version__
 from supportbot.errors import install_error_handlers
 from supportbot.health import health_router
 from supportbot.logging import configure_logging
+from supportbot.service_auth import ServiceTokenMiddleware, required_token
 from supportbot.settings import CommonSettings
 from supportbot.telemetry import configure_tracing, instrument_app
 
@@ -59,8 +60,13 @@ def build_app(
     lifespan: Lifespan,
     routers: list[APIRouter],
     title: str,
+    internal: bool = True,
 ) -> FastAPI:
-    """Create a service app; `lifespan` opens its clients once and sets the probes' checks (`supportbot.health`)."""
+    """Create a service app; `lifespan` opens its clients once and sets the probes' checks (`supportbot.health`).
+
+    An `internal` service answers only callers with the service token (`supportbot.service_auth`) and refuses
+    to be built without one (`ServiceTokenMissing`); the gateway, the public door, is not internal."""
+    token = required_token(service_name, settings) if internal else None
     configure_logging(service_name, settings.log_level)
     provider = configure_tracing(service_name, settings.otlp_endpoint)
 
@@ -82,6 +88,8 @@ def build_app(
     app.include_router(health_router())
     for router in routers:
         app.include_router(router)
+    if token is not None:  # inside the access log, so refused calls are logged too
+        app.add_middleware(ServiceTokenMiddleware, token=token, service=service_name)
     app.add_middleware(AccessLogMiddleware)
     instrument_app(app, provider)
     return app

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import ValidationError
 
+from supportbot.service_auth import ServiceTokenMissing
 from supportbot.settings import DEFAULT_PORTS, GatewaySettings, NlpSettings
 
 
@@ -467,6 +469,19 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"supportbot: {exc}", file=sys.stderr)
         return 2
+    except (ValidationError, ServiceTokenMissing) as exc:  # settings refused (a placeholder, a missing secret)
+        print(f"supportbot: {_settings_problem(exc)}", file=sys.stderr)
+        return 2
+
+
+def _settings_problem(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}" if where else error["msg"])
+    return "; ".join(problems)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from supportbot.errors import DownstreamError, DownstreamTimeout, SupportbotError
 from supportbot.health import DOWNSTREAM_READY_TIMEOUT_S, Health
+from supportbot.service_auth import HEADER as SERVICE_TOKEN_HEADER
 from supportbot.settings import CommonSettings
 from supportbot.telemetry import instrument_client
 
@@ -44,11 +45,15 @@ class ServiceClient:
         connect_timeout_s: float = 2.0,
         read_timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        service_token: str | None = None,
     ) -> None:
         self.name = name
         timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, transport=transport)
+        # The internal services' credential (supportbot.service_auth) goes with every call, readiness included.
+        headers = {SERVICE_TOKEN_HEADER: service_token} if service_token else None
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, transport=transport,
+                                        headers=headers)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -110,9 +115,10 @@ class ServiceClient:
 
 def service_client(name: str, base_url: str, settings: CommonSettings,
                    transport: httpx.AsyncBaseTransport | None = None) -> ServiceClient:
-    """A traced client for one downstream, with the timeouts from `settings`."""
+    """A traced client for one downstream, with the timeouts and the service token from `settings`."""
     client = ServiceClient(name, base_url, connect_timeout_s=settings.downstream_connect_timeout_s,
-                           read_timeout_s=settings.downstream_read_timeout_s, transport=transport)
+                           read_timeout_s=settings.downstream_read_timeout_s, transport=transport,
+                           service_token=settings.service_token.get_secret_value() if settings.service_token else None)
     instrument_client(client.client)
     return client
 

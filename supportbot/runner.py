@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -62,6 +63,10 @@ def service_env(base_env: dict[str, str], host: str, base_port: int) -> dict[str
     env["NLP_URL"] = f"http://{sibling}:{base_port + OFFSETS['nlp']}"
     env["DIALOGUE_URL"] = f"http://{sibling}:{base_port + OFFSETS['dialogue']}"
     env["LLM_URL"] = f"http://{sibling}:{base_port + OFFSETS['llm']}"
+    # The internal services refuse calls without it (supportbot/service_auth.py): one for this run of `up`,
+    # unless the operator set their own.
+    if not env.get("SERVICE_TOKEN"):
+        env["SERVICE_TOKEN"] = secrets.token_urlsafe(32)
     # Children write to pipes that `up` forwards: line by line, not in 8 kB blocks.
     env["PYTHONUNBUFFERED"] = "1"
     return env

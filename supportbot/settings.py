@@ -17,7 +17,15 @@ DEFAULT_PORTS = {"gateway": 8000, "nlp": 8001, "dialogue": 8002, "llm": 8003}
 # Words of the values that example files and templates put where a secret belongs (compared lower-case,
 # letters and digits only: "CHANGE-ME-generate-..." holds "changeme").
 _PLACEHOLDER_WORDS = ("changeme", "placeholder", "replaceme", "example", "yoursecret", "yourkey", "secrethere",
-                      "generatewith", "xxxxxxxx", "dummy")
+                      "generatewith", "generateone", "xxxxxxxx", "dummy", "insertkey", "putkeyhere")
+SERVICE_TOKEN_MIN_CHARS = 24
+GENERATE_SERVICE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether `secret` is what a template puts where a secret belongs (`_PLACEHOLDER_WORDS`), or `sk-...`."""
+    squashed = re.sub(r"[^a-z0-9]", "", secret.lower())
+    return any(word in squashed for word in _PLACEHOLDER_WORDS) or squashed in {"sk", ""}
 
 
 class CommonSettings(BaseSettings):
@@ -36,6 +44,22 @@ class CommonSettings(BaseSettings):
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     downstream_connect_timeout_s: float = Field(default=2.0, validation_alias="DOWNSTREAM_CONNECT_TIMEOUT_S")
     downstream_read_timeout_s: float = Field(default=30.0, validation_alias="DOWNSTREAM_READ_TIMEOUT_S")
+    # The shared secret of the internal services (supportbot/service_auth.py): nlp, dialogue and llm refuse a
+    # request without it and refuse to start without it; the gateway and dialogue send it.
+    service_token: SecretStr | None = Field(default=None, validation_alias="SERVICE_TOKEN")
+
+    @field_validator("service_token")
+    @classmethod
+    def _real_service_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if (len(secret) < SERVICE_TOKEN_MIN_CHARS or is_placeholder(secret) or not secret.isprintable()
+                or any(c.isspace() for c in secret)):
+            raise ValueError(f"SERVICE_TOKEN must be a real secret of at least {SERVICE_TOKEN_MIN_CHARS} "
+                             f"characters without spaces, not a placeholder: generate one with "
+                             f"`{GENERATE_SERVICE_TOKEN}` and give every service the same")
+        return value
 
     @property
     def resolved_database_url(self) -> str:
@@ -211,6 +235,15 @@ class LlmSettings(CommonSettings):
                                        description="how often spooled usage events are retried")
     budget_refresh_s: float = Field(default=10.0, validation_alias="LLM_BUDGET_REFRESH_S",
                                     description="how long a tenant's budget row is cached")
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _real_openai_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """A template's placeholder (k8s/secret.example.yaml's `sk-...`, `changeme`) is refused, not sent."""
+        if value is not None and is_placeholder(value.get_secret_value()):
+            raise ValueError("OPENAI_API_KEY is a placeholder: set your key from "
+                             "https://platform.openai.com/api-keys, or leave it unset for the offline responder")
+        return value
 
     @field_validator("cache_nondeterministic_tenants", mode="before")
     @classmethod

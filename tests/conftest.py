@@ -17,6 +17,8 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from tests.helpers import SERVICE_TOKEN
+
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Only keys under a test's own prefix are written or deleted there, so any database will do.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -24,6 +26,9 @@ IN_CI = bool(os.environ.get("CI"))
 # Intent models take the full path whatever the CPU, so that a test's predictions do not depend on which host
 # runs it; the latency plan has tests of its own (tests/nlp/test_latency.py, test_fast_path.py), which set it.
 os.environ.setdefault("NLP_LATENCY_PLAN", "off")
+# Every service a test builds or starts shares this credential (nlp, dialogue and llm refuse calls without it),
+# whatever the shell that runs the tests has set.
+os.environ["SERVICE_TOKEN"] = SERVICE_TOKEN
 
 
 def _postgres_available() -> bool:

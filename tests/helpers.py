@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+SERVICE_TOKEN = "test-service-token-4f1c9a7e2b6d8053"
+"""SERVICE_TOKEN of every service the tests build or start (tests/conftest.py sets it in the environment)."""
+SERVICE_HEADERS = {"X-Supportbot-Service-Token": SERVICE_TOKEN}
+"""What a test sends when it calls nlp, dialogue or llm directly, as the gateway and dialogue do."""
 
 
 def free_port() -> int:
@@ -167,3 +171,20 @@ class ThreadedProxy:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.loop.close()
+
+
+async def add_tenants(database_url: str, *tenant_ids: str) -> None:
+    """Migrate the database at `database_url` and add these tenants' rows where missing (no keys): dialogue
+    and llm serve only tenants that exist."""
+    from sqlalchemy import select
+
+    from supportbot.db import open_database, session_factory, transaction
+    from supportbot.tenancy import Tenant
+
+    engine = open_database(database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            known = set(await session.scalars(select(Tenant.id).where(Tenant.id.in_(tenant_ids))))
+            session.add_all(Tenant(id=tenant, name=tenant) for tenant in tenant_ids if tenant not in known)
+    finally:
+        await engine.dispose()

@@ -192,9 +192,11 @@ class ShortCircuitClient(ServiceClient):
 def short_circuit_client(name: str, base_url: str, settings: CommonSettings, *, circuit: ShortCircuit,
                          transport: httpx.AsyncBaseTransport | None = None,
                          read_timeout_s: float | None = None) -> ShortCircuitClient:
-    """A traced client for one downstream with the timeouts from `settings` (or `read_timeout_s`)."""
+    """A traced client for one downstream with the timeouts (or `read_timeout_s`) and the service token from
+    `settings`."""
     client = ShortCircuitClient(
         name, base_url, circuit=circuit, connect_timeout_s=settings.downstream_connect_timeout_s,
-        read_timeout_s=read_timeout_s or settings.downstream_read_timeout_s, transport=transport)
+        read_timeout_s=read_timeout_s or settings.downstream_read_timeout_s, transport=transport,
+        service_token=settings.service_token.get_secret_value() if settings.service_token else None)
     instrument_client(client.client)
     return client

@@ -29,7 +29,7 @@ from supportbot.settings import DialogueSettings, LlmSettings, NlpSettings
 from tests.dialogue.conftest import OrderApi
 from tests.dialogue.test_tool_calling import tools_only_config
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import free_port
+from tests.helpers import SERVICE_HEADERS, add_tenants, free_port
 from tests.stack import asgi, running
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +113,9 @@ async def dialogue_app(database_url: str, data_dir: Path, *, nlp: str | httpx.As
     urls = {f"{name}_url": target for name, target in (("nlp", nlp), ("llm", llm)) if isinstance(target, str)}
     app = create_dialogue(DialogueSettings(database_url=database_url, data_dir=data_dir, redis_url=None,
                                            **urls, **settings), transports=transports)
-    async with running(app), httpx.AsyncClient(transport=asgi(app), base_url="http://dialogue") as client:
+    async with running(app), httpx.AsyncClient(transport=asgi(app), base_url="http://dialogue",
+                                               headers=SERVICE_HEADERS) as client:
+        await add_tenants(database_url, TENANT)
         yield Dialogue(client)
 
 
@@ -134,7 +136,8 @@ async def nlp_app(database_url: str, model_cache_dir: Path) -> AsyncIterator[htt
     app = create_nlp(NlpSettings(database_url=database_url, data_dir=model_cache_dir, redis_url=None))
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(running(app))
-        client = await stack.enter_async_context(httpx.AsyncClient(transport=asgi(app), base_url="http://nlp"))
+        client = await stack.enter_async_context(httpx.AsyncClient(transport=asgi(app), base_url="http://nlp",
+                                                                   headers=SERVICE_HEADERS))
         for _ in range(600):
             if (await client.get("/readyz")).status_code == 200:
                 break

@@ -18,7 +18,11 @@ from services.llm.storage import UsageEvent
 from supportbot.db import make_async_engine, session_factory
 from supportbot.settings import LlmSettings
 from tests.fake_openai import FakeOpenAI
+from tests.helpers import SERVICE_HEADERS, add_tenants
 from tests.stack import running
+
+TENANTS = ("demo", "acme")
+"""The tenants `llm_app` adds: llm serves only tenants that exist."""
 
 
 def settings(database_url: str, data_dir: Path, *, fake: FakeOpenAI | None = None, local: FakeOpenAI | None = None,
@@ -37,11 +41,14 @@ def settings(database_url: str, data_dir: Path, *, fake: FakeOpenAI | None = Non
 
 
 @asynccontextmanager
-async def llm_app(config: LlmSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def llm_app(config: LlmSettings,
+                  tenants: tuple[str, ...] = TENANTS) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The llm app and a client that calls it as dialogue does (with the service token); `tenants` exist."""
     app = create_app(config)
     async with running(app):
+        await add_tenants(config.resolved_database_url, *tenants)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm",
-                                     timeout=30) as client:
+                                     timeout=30, headers=SERVICE_HEADERS) as client:
             yield app, client
 
 

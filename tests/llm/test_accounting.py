@@ -124,6 +124,7 @@ async def test_usage_cli_totals_and_rows_per_provider_and_model(database_url: st
                                                                fake_openai: FakeOpenAI, redis_url: str,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    await create_tenants(database_url, "demo", "acme")
     async with llm_app(settings(database_url, data_dir, fake=fake_openai, redis_url=redis_url)) as (_, client):
         await client.post("/v1/generate", json=ask())
         await client.post("/v1/generate", json=ask())  # a hit
@@ -131,7 +132,6 @@ async def test_usage_cli_totals_and_rows_per_provider_and_model(database_url: st
         await client.post("/v1/generate", json=ask("something else"))  # offline
         await client.post("/v1/generate", json=ask(tenant="acme"))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    await create_tenants(database_url, "demo", "acme")
     assert await asyncio.to_thread(cli, ["usage", "--tenant", "demo", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["totals"] == {"requests": 3, "cached_requests": 1, "prompt_tokens": 57, "completion_tokens": 11,

@@ -13,6 +13,7 @@ import pytest
 from services.llm.app import create_app
 from supportbot.settings import LlmSettings
 from tests.fake_openai import FakeOpenAI
+from tests.helpers import SERVICE_HEADERS, add_tenants
 from tests.llm.support import usage_rows
 from tests.stack import running
 
@@ -28,7 +29,9 @@ async def llm_client(database_url: str, data_dir: Path, *, fake: FakeOpenAI | No
                            openai_timeout_s=1.5, openai_max_retries=0)
     app = create_app(settings)
     async with running(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm") as client:
+        await add_tenants(database_url, "demo", "acme")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm",
+                                     headers=SERVICE_HEADERS) as client:
             yield client
 
 

@@ -12,6 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.fake_openai import FakeOpenAI
+from tests.helpers import SERVICE_HEADERS
 from tests.llm.support import llm_app, settings, usage_rows
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,7 @@ QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 @asynccontextmanager
 async def openai_client(config: object, tenant: str | None = "demo") -> AsyncIterator[AsyncOpenAI]:
     async with llm_app(config) as (app, _):  # type: ignore[arg-type]
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), headers=SERVICE_HEADERS)
         headers = {"X-Supportbot-Tenant": tenant} if tenant else {}
         client = AsyncOpenAI(base_url="http://llm/v1", api_key="unused", http_client=http, max_retries=0,
                              default_headers=headers)

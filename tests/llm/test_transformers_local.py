@@ -99,6 +99,7 @@ async def test_llm_service_fails_over_to_the_in_process_model(tiny_model: Path, 
 
     from services.llm.app import create_app
     from supportbot.settings import LlmSettings
+    from tests.helpers import SERVICE_HEADERS, add_tenants
     from tests.stack import running
 
     fake_openai.fault = "500"
@@ -106,7 +107,9 @@ async def test_llm_service_fails_over_to_the_in_process_model(tiny_model: Path, 
                            openai_base_url=fake_openai.base_url, openai_max_retries=0,
                            local_llm_model_path=tiny_model, local_llm_device="cpu")
     app = create_app(settings)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm") as c:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://llm",
+                                               headers=SERVICE_HEADERS) as c:
+        await add_tenants(sqlite_url, "demo")
         response = await c.post("/v1/generate", json={
             "tenant_id": "demo", "messages": [{"role": "user", "content": "where is my order?"}],
             "temperature": 0, "max_tokens": 6})

@@ -11,6 +11,7 @@ import pytest
 
 from services.nlp.app import create_app
 from supportbot.settings import NlpSettings
+from tests.helpers import SERVICE_HEADERS
 from tests.stack import running
 
 pytestmark = pytest.mark.anyio
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def client(model_cache_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(NlpSettings(data_dir=model_cache_dir))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nlp") as c:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nlp",
+                                               headers=SERVICE_HEADERS) as c:
         yield c
 
 

@@ -28,7 +28,7 @@ from services.nlp.encoders import available_names
 from services.nlp.model_format import default_model_dir
 from services.nlp.prepare import missing
 from supportbot.settings import NlpSettings
-from tests.helpers import REPO, free_port, spawn
+from tests.helpers import REPO, SERVICE_HEADERS, free_port, spawn
 
 STOP_LIMIT_S = 10.0  # the issue's: a stop ends preparation, training included, within 10 s
 TRAINING = "training the default intent model"
@@ -175,15 +175,18 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, shared_encoder_dir: Path)
                 break
             seen.healthz_while_preparing.append(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=3).status_code)
             if seen.analyze_before is None:
-                seen.analyze_before = httpx.post(f"http://127.0.0.1:{port}/v1/analyze", json={"text": "hello"})
-                seen.embed_before = httpx.post(f"http://127.0.0.1:{port}/v1/embed", json={"texts": ["hello"]})
+                seen.analyze_before = httpx.post(f"http://127.0.0.1:{port}/v1/analyze", json={"text": "hello"},
+                                                 headers=SERVICE_HEADERS)
+                seen.embed_before = httpx.post(f"http://127.0.0.1:{port}/v1/embed", json={"texts": ["hello"]},
+                                               headers=SERVICE_HEADERS)
             if second is None and body["progress"]["step"].startswith(TRAINING):
                 seen.second_waited_on = next(iter(children(nlp.pid)), None)
                 second = subprocess.Popen([sys.executable, "-m", "supportbot.cli", "prepare"], env=seen.env,
                                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(0.5)
         seen.analyze_after = httpx.post(f"http://127.0.0.1:{port}/v1/analyze",
-                                        json={"text": "where is my order ORD-12345?"}, timeout=30)
+                                        json={"text": "where is my order ORD-12345?"}, timeout=30,
+                                        headers=SERVICE_HEADERS)
         if second is not None:
             out, err = second.communicate(timeout=300)
             seen.second = subprocess.CompletedProcess(second.args, second.returncode, out, err)
@@ -341,7 +344,7 @@ def test_a_failed_preparation_is_a_clear_exit_code_and_a_failed_readiness(tmp_pa
                 pass
             time.sleep(0.3)
         assert body["status"] == "failed" and "cannot write to" in body["progress"]["error"], body
-        analyze = httpx.post(f"http://127.0.0.1:{port}/v1/analyze", json={"text": "hello"})
+        analyze = httpx.post(f"http://127.0.0.1:{port}/v1/analyze", json={"text": "hello"}, headers=SERVICE_HEADERS)
         assert analyze.status_code == 503 and "could not be prepared" in analyze.json()["error"]["message"]
     finally:
         nlp.terminate()

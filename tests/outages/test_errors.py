@@ -22,7 +22,7 @@ from supportbot.db import is_outage, make_async_engine
 from supportbot.errors import DownstreamError
 from supportbot.http import ServiceClient, retry_after_s
 from supportbot.settings import DialogueSettings, GatewaySettings
-from tests.helpers import free_port
+from tests.helpers import SERVICE_HEADERS, add_tenants, free_port
 from tests.stack import API_KEY, running
 
 pytestmark = pytest.mark.anyio
@@ -97,7 +97,9 @@ async def test_sqlite_that_cannot_be_opened_any_more_is_a_503(tmp_path: Path) ->
     settings = DialogueSettings(database_url=f"sqlite:///{folder / 'supportbot.db'}", data_dir=tmp_path / "data",
                                 nlp_url=f"http://127.0.0.1:{free_port()}", llm_url=f"http://127.0.0.1:{free_port()}")
     app = create_dialogue(settings)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://d") as client:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://d",
+                                               headers=SERVICE_HEADERS) as client:
+        await add_tenants(settings.resolved_database_url, "demo")
         body = {"tenant_id": "demo", "channel": "api"}
         assert (await client.post("/v1/conversations", json=body)).status_code == 201
         shutil.rmtree(folder)  # the volume went away
