@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import re
 import shutil
 import socket
@@ -34,6 +35,7 @@ HIT_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Supportbot-Tenant"] = "bench"
+wrk.headers["X-Supportbot-Service-Token"] = "%s"
 wrk.headers["Authorization"] = "Bearer %s"
 wrk.body = '%s'
 """
@@ -41,6 +43,7 @@ MISS_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-Supportbot-Tenant"] = "bench"
+wrk.headers["X-Supportbot-Service-Token"] = "%s"
 wrk.headers["Authorization"] = "Bearer %s"
 counter = 0
 request = function()
@@ -104,7 +107,8 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:8]
     prefixes = (f"sb-bench-{run_id}:", f"litellm-bench-{run_id}")
     tmp = Path(tempfile.mkdtemp(prefix="sb-llm-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
+    token = secrets.token_urlsafe(32)  # the llm service's SERVICE_TOKEN; LiteLLM ignores the header
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING", "SERVICE_TOKEN": token}
     upstream_port, ours_port, theirs_port = free_port(), free_port(), free_port()
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -113,13 +117,15 @@ def main() -> None:
              f"uvicorn.run(FakeOpenAI().app(), host='127.0.0.1', port={upstream_port}, log_level='warning')"],
             env=env, cwd=REPO))
         upstream = f"http://127.0.0.1:{upstream_port}/v1"
+        ours_env = {**env, "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "OPENAI_MODEL": "gpt-4o-mini",
+                    "REDIS_URL": f"redis://127.0.0.1:6379/{args.redis_db}", "REDIS_KEY_PREFIX": prefixes[0],
+                    "SUPPORTBOT_DATA_DIR": str(tmp / "ours"), "DATABASE_URL": f"sqlite:///{tmp / 'ours.db'}"}
+        for command in (["migrate"], ["tenants", "create", "bench"]):  # llm serves only tenants that exist
+            subprocess.run([sys.executable, "-m", "supportbot.cli", *command], cwd=REPO, env=ours_env, check=True,
+                           stdout=subprocess.DEVNULL)
         ours = subprocess.Popen(
             [sys.executable, "-m", "supportbot.cli", "serve", "llm", "--port", str(ours_port)], cwd=REPO,
-            env={**env, "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": upstream, "OPENAI_MODEL": "gpt-4o-mini",
-                 "REDIS_URL": f"redis://127.0.0.1:6379/{args.redis_db}", "REDIS_KEY_PREFIX": prefixes[0],
-                 "SUPPORTBOT_DATA_DIR": str(tmp / "ours"),
-                 "DATABASE_URL": f"sqlite:///{tmp / 'ours.db'}"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=ours_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(ours)
         config = tmp / "litellm.yaml"
         config.write_text(json.dumps({
@@ -141,10 +147,11 @@ def main() -> None:
                                  ("LiteLLM proxy", theirs_port, "/chat/completions")):
             url = f"http://127.0.0.1:{port}{path}"
             warm = httpx.post(url, json=BODY, timeout=30, headers={"X-Supportbot-Tenant": "bench",
+                                                                   "X-Supportbot-Service-Token": token,
                                                                    "Authorization": f"Bearer {MASTER_KEY}"})
             warm.raise_for_status()
-            hit = run_wrk(url, HIT_LUA % (MASTER_KEY, json.dumps(BODY)), args.connections, args.seconds)
-            miss = run_wrk(url, MISS_LUA % MASTER_KEY, args.connections, args.seconds)
+            hit = run_wrk(url, HIT_LUA % (token, MASTER_KEY, json.dumps(BODY)), args.connections, args.seconds)
+            miss = run_wrk(url, MISS_LUA % (token, MASTER_KEY), args.connections, args.seconds)
             results[name] = (hit, miss)
         print(f"{args.connections} connections, {args.seconds} s per run, one worker each, Redis cache, "
               "same loopback upstream")

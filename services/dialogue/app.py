@@ -22,6 +22,7 @@ from supportbot.crypto import TranscriptCipher
 from supportbot.db import open_database, ping, session_factory
 from supportbot.resources import DEFAULT_KNOWLEDGE_DIR
 from supportbot.settings import DialogueSettings
+from supportbot.tenancy import TenantDirectory
 from supportbot.telemetry import instrument_client
 
 
@@ -54,7 +55,7 @@ def create_app(settings: DialogueSettings | None = None,
             sessions=sessions, nlp=nlp, llm=llm,
             knowledge=KnowledgeLibrary(sessions, default_knowledge, Embedder(embed_client)),
             configs=ConfigLibrary(settings.data_dir), state=state,
-            tools=ToolRunner(tool_client), settings=settings,
+            tools=ToolRunner(tool_client), settings=settings, tenants=TenantDirectory(sessions),
             cipher=TranscriptCipher.from_setting(settings.transcript_keys.get_secret_value()
                                                  if settings.transcript_keys else None))
         app.state.readiness_checks = {"database": lambda: ping(engine)}

@@ -75,7 +75,7 @@ from supportbot.offline_answer import OFFLINE_PROVIDER, offline_answer
 from supportbot.pii import redact
 from supportbot.resources import SUPPORTED_REPLY_LANGUAGES, reply
 from supportbot.settings import DialogueSettings
-from supportbot.tenancy import Tenant
+from supportbot.tenancy import Tenant, TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,12 @@ class Decision:
 class DialogueService:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], nlp: ServiceClient, llm: ServiceClient,
                  knowledge: KnowledgeLibrary, configs: ConfigLibrary, state: StateStore, tools: ToolRunner,
-                 settings: DialogueSettings, cipher: TranscriptCipher | None = None) -> None:
-        """`cipher`: encrypts the originals of tenants that keep them (TRANSCRIPT_KEYS); None: none are kept."""
+                 settings: DialogueSettings, tenants: TenantDirectory,
+                 cipher: TranscriptCipher | None = None) -> None:
+        """`tenants`: every call names a tenant, which must exist (404 otherwise); `cipher`: encrypts the
+        originals of tenants that keep them (TRANSCRIPT_KEYS); None: none are kept."""
         self.sessions = sessions
+        self.tenants = tenants
         self.nlp = nlp
         self.llm = llm
         self.knowledge = knowledge
@@ -114,6 +117,7 @@ class DialogueService:
 
     async def create_conversation(self, *, tenant_id: str, channel: str, created_by_key: str | None = None,
                                   token_hash: str | None = None) -> Conversation:
+        await self.tenants.require(tenant_id)
         async with transaction(self.sessions) as session:
             row = await storage.create_conversation(session, tenant_id=tenant_id, channel=channel,
                                                     created_by_key=created_by_key, token_hash=token_hash)
@@ -124,6 +128,7 @@ class DialogueService:
                          originals: bool = False) -> Transcript:
         """The stored (redacted) transcript; with `originals`, each message's decrypted original where one was
         kept (the caller checks that it may read them)."""
+        await self.tenants.require(tenant_id)
         async with self.sessions() as session:
             await self._conversation(session, tenant_id, conversation_id, widget)
             rows = await storage.list_messages(session, conversation_id=conversation_id)
@@ -149,6 +154,7 @@ class DialogueService:
                                  created_after: datetime | None = None,
                                  created_before: datetime | None = None) -> ConversationPage:
         """A page of the tenant's conversations, newest first; `cursor` is the previous page's `next_cursor`."""
+        await self.tenants.require(tenant_id)
         async with self.sessions() as session:
             rows = await storage.list_conversations(
                 session, tenant_id=tenant_id, limit=limit + 1, after=decode_cursor(cursor) if cursor else None,
@@ -167,6 +173,7 @@ class DialogueService:
         Under the conversation's lock, so a turn in progress ends first (its LLM calls, cache entries and usage
         included) and no turn starts until the row is gone. The state goes first: a failure after it leaves
         the conversation in place, so a retried erase still finds it and finishes."""
+        await self.tenants.require(tenant_id)
         async with self.state.locked(conversation_id):
             async with self.sessions() as session:
                 await self._conversation(session, tenant_id, conversation_id)
@@ -181,6 +188,7 @@ class DialogueService:
 
     async def handle_turn(self, turn: TurnRequest) -> TurnResponse:
         """Process one customer message; messages of a conversation go through here one at a time."""
+        await self.tenants.require(turn.tenant_id)
         async with self.state.locked(turn.conversation_id):
             return await self._handle_locked(turn)
 

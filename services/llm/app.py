@@ -25,6 +25,7 @@ from supportbot.app import build_app
 from supportbot.cache import SharedRedis, open_redis, shared_cache
 from supportbot.db import open_database, ping, session_factory
 from supportbot.settings import LlmSettings
+from supportbot.tenancy import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def create_app(settings: LlmSettings | None = None) -> FastAPI:
             recorder, BudgetGuard(sessions, redis, refresh_s=settings.budget_refresh_s,
                                   key_prefix=settings.redis_key_prefix),
             prices=settings.prices_per_million, default_max_tokens=settings.default_max_tokens,
-            nondeterministic_tenants=settings.cache_nondeterministic_tenants, erasure=erasure)
+            nondeterministic_tenants=settings.cache_nondeterministic_tenants, erasure=erasure,
+            tenants=TenantDirectory(sessions))
         app.state.recorder = recorder
         app.state.sessions = sessions
         app.state.readiness_checks = {"database": lambda: ping(engine)}

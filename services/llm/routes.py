@@ -146,6 +146,7 @@ async def usage(request: Request, tenant_id: Annotated[TenantId, Query()],
                                                                      "default: the start of this month")] = None,
                 ) -> UsageReport:
     """The tenant's usage per provider and model: requests, cached requests, tokens, cost."""
+    await _generator(request).tenants.require(tenant_id)
     return await usage_report(request.app.state.sessions, tenant_id=tenant_id,
                               since=as_utc(since) if since else None)
 
@@ -155,6 +156,7 @@ async def erase_conversation(request: Request, conversation_id: ConversationId,
                              tenant_id: Annotated[TenantId, Query()]) -> LlmErasure:
     """Delete the cached replies that answered the conversation and clear its id from its usage rows."""
     generator = _generator(request)
+    await generator.tenants.require(tenant_id)
     return await generator.erasure.erase(tenant_id=tenant_id, conversation_id=conversation_id,
                                          cache=generator.cache, recorder=request.app.state.recorder,
                                          sessions=request.app.state.sessions)

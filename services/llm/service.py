@@ -27,6 +27,7 @@ from services.llm.tokens import count_messages, count_text
 from supportbot.contracts.llm import ChatMessage, GenerateRequest, GenerateResponse, GenerationContext, Usage
 from supportbot.db import utcnow
 from supportbot.errors import NotFound
+from supportbot.tenancy import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,10 @@ class Generator:
     def __init__(self, failover: Failover, cache: ResponseCache, recorder: UsageRecorder, budgets: BudgetGuard,
                  *, prices: dict[str, tuple[float, float]], default_max_tokens: int,
                  nondeterministic_tenants: frozenset[str] = frozenset(),
-                 erasure: ConversationErasure | None = None) -> None:
+                 erasure: ConversationErasure | None = None, tenants: TenantDirectory) -> None:
+        """`tenants`: a request's tenant must exist (404 before any cache, budget or provider is asked)."""
         self.failover = failover
+        self.tenants = tenants
         self.cache = cache
         self.recorder = recorder
         self.budgets = budgets
@@ -130,6 +133,7 @@ class Generator:
 
     async def _begin(self, request: LlmRequest) -> _Begun:
         """Pick the chain and consult the cache: a hit (already accounted), or the lease for a miss."""
+        await self.tenants.require(request.tenant_id)
         begun = _Begun(time.perf_counter(), uuid.uuid4().hex, self._chain(request))
         begun.key, begun.status = self._key(request, begun.chain)
         if begun.key and request.conversation_id:
