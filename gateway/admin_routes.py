@@ -13,7 +13,6 @@ whether llm holds anything of it cannot be known until llm answers.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -27,6 +26,7 @@ from supportbot.contracts.admin import (
     LlmErasure,
     PageCursor,
     UsageReport,
+    UtcDateTime,
     as_utc,
 )
 from supportbot.contracts.common import ConversationId
@@ -59,9 +59,9 @@ async def list_conversations(
     cursor: Annotated[PageCursor | None, Query(description="`next_cursor` of the previous page")] = None,
     channel: Annotated[Channel | None, Query()] = None,
     handoff: Annotated[bool | None, Query(description="true: handed to a person; false: not")] = None,
-    created_after: Annotated[datetime | None, Query(description="ISO datetime (UTC unless it says), "
+    created_after: Annotated[UtcDateTime | None, Query(description="ISO datetime (UTC unless it says), "
                                                                 "inclusive")] = None,
-    created_before: Annotated[datetime | None, Query(description="ISO datetime, exclusive")] = None,
+    created_before: Annotated[UtcDateTime | None, Query(description="ISO datetime, exclusive")] = None,
 ) -> ConversationPage:
     """The tenant's conversations, newest first, a page at a time: pass `next_cursor` back as `cursor` (with
     the same filters) until it is null. Each with its message count and the time of its newest message."""
@@ -84,7 +84,7 @@ async def list_conversations(
 @router.get("/usage", response_model=UsageReport)
 async def usage(
     principal: Annotated[Principal, Depends(require(Permission.READ_USAGE))], llm: LlmDep,
-    since: Annotated[datetime | None, Query(description="ISO date or datetime (UTC unless it says); default: "
+    since: Annotated[UtcDateTime | None, Query(description="ISO date or datetime (UTC unless it says); default: "
                                                         "the start of this month")] = None,
 ) -> UsageReport:
     """The tenant's LLM usage per provider and model: requests, cached requests (they cost nothing), tokens

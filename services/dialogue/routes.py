@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from services.dialogue.service import DialogueService
-from supportbot.contracts.admin import ConversationErased, ConversationPage, PageCursor, as_utc
+from supportbot.contracts.admin import ConversationErased, ConversationPage, PageCursor, UtcDateTime, as_utc
 from supportbot.contracts.common import ConversationId, TenantId
 from supportbot.contracts.dialogue import (
     Channel,
@@ -71,8 +70,8 @@ async def list_conversations(
     tenant_id: Annotated[TenantId, Query()], service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[PageCursor | None, Query()] = None,
     channel: Annotated[Channel | None, Query()] = None, handoff: Annotated[bool | None, Query()] = None,
-    created_after: Annotated[datetime | None, Query()] = None,
-    created_before: Annotated[datetime | None, Query()] = None,
+    created_after: Annotated[UtcDateTime | None, Query()] = None,
+    created_before: Annotated[UtcDateTime | None, Query()] = None,
 ) -> ConversationPage:
     after = as_utc(created_after) if created_after else None
     before = as_utc(created_before) if created_before else None

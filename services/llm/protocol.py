@@ -8,30 +8,42 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from supportbot.contracts.common import TenantId
-from supportbot.contracts.llm import ChatMessage
+from supportbot.contracts.common import TenantId, Text
+from supportbot.contracts.llm import MAX_PROMPT_CHARS, ChatMessage
+
+StopText = Annotated[Text, Field(min_length=1, max_length=256)]
 
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text = Field(max_length=32_000)
 
 
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    content: Annotated[Text, Field(max_length=32_000)] | Annotated[list[TextPart], Field(max_length=100)]
     name: str | None = None
 
+    @model_validator(mode="after")
+    def _has_text(self) -> OpenAIMessage:
+        # Checked here, as a 422 naming the message, not when it becomes a ChatMessage inside the route.
+        if not 1 <= len(self.text) <= 32_000:
+            raise ValueError("content: give 1 to 32000 characters of text")
+        return self
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
     def to_chat_message(self) -> ChatMessage:
-        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=content)
+        return ChatMessage(role=role, content=self.text)
 
 
 class StreamOptions(BaseModel):
@@ -42,14 +54,14 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=200)
-    model: str
+    model: Text = Field(min_length=1, max_length=200)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     n: Literal[1] = 1
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -57,6 +69,13 @@ class ChatCompletionRequest(BaseModel):
     user: TenantId | None = None
     # supportbot extension: false skips the response cache for this request
     cache: bool = True
+
+    @field_validator("messages")
+    @classmethod
+    def _prompt_size(cls, messages: list[OpenAIMessage]) -> list[OpenAIMessage]:
+        if sum(len(message.text) for message in messages) > MAX_PROMPT_CHARS:
+            raise ValueError(f"more than {MAX_PROMPT_CHARS} characters in all")
+        return messages
 
 
 class ChatCompletionMessage(BaseModel):

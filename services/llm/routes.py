@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -27,7 +26,7 @@ from services.llm.protocol import (
 )
 from services.llm.providers.base import GenerationOptions, SamplingParams
 from services.llm.service import Generator, LlmRequest, Outcome, StreamOutcome
-from supportbot.contracts.admin import LlmErasure, UsageReport, as_utc
+from supportbot.contracts.admin import LlmErasure, UsageReport, UtcDateTime, as_utc
 from supportbot.contracts.common import ConversationId, TenantId
 from supportbot.contracts.llm import GenerateRequest, GenerateResponse, GenerateStreamEvent
 from supportbot.errors import BadRequest, ErrorResponse
@@ -142,7 +141,7 @@ async def _chunks(started: StreamOutcome, include_usage: bool) -> AsyncIterator[
 
 @router.get("/usage", response_model=UsageReport, tags=["admin"])
 async def usage(request: Request, tenant_id: Annotated[TenantId, Query()],
-                since: Annotated[datetime | None, Query(description="ISO date or datetime (UTC unless it says); "
+                since: Annotated[UtcDateTime | None, Query(description="ISO date or datetime (UTC unless it says); "
                                                                      "default: the start of this month")] = None,
                 ) -> UsageReport:
     """The tenant's usage per provider and model: requests, cached requests, tokens, cost."""

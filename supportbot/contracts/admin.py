@@ -56,6 +56,17 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _utc(value: datetime) -> datetime:
+    try:
+        return as_utc(value)
+    except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC form
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+"""A query's timestamp, in UTC (see `as_utc`); one that has no UTC form is a 422, not an OverflowError."""
+
+
 class ConversationSummary(BaseModel):
     id: str
     channel: str

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from supportbot.contracts.common import ConversationId, Intent, Source, StrictModel, TenantId
+from supportbot.contracts.common import ConversationId, Intent, NonBlankText, Source, StrictModel, TenantId
 from supportbot.contracts.llm import Usage
 
 Channel = Literal["web", "api", "webhook", "email"]
@@ -50,7 +50,7 @@ ClientMessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,
 class TurnRequest(StrictModel):
     tenant_id: TenantId
     conversation_id: ConversationId
-    text: str = Field(min_length=1, max_length=4000)
+    text: NonBlankText = Field(min_length=1, max_length=4000)
     channel: Channel = "api"
     client_message_id: ClientMessageId | None = None
     widget: WidgetAccess | None = None

@@ -7,18 +7,21 @@ The OpenAI-compatible API (`/v1/chat/completions`) is modelled in `services/llm/
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from supportbot.contracts.common import ConversationId, Source, StrictModel, TenantId
+from supportbot.contracts.common import ConversationId, Source, StrictModel, TenantId, Text
+
+MAX_PROMPT_CHARS = 400_000
+"""All messages of one request together (about 100k tokens: more than any model we call takes)."""
 
 
 class ToolFunction(StrictModel):
     """A function the model may call (OpenAI function calling); `parameters` is its JSON Schema."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
-    description: str | None = None
+    description: Text | None = Field(default=None, max_length=4000)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
@@ -44,9 +47,9 @@ class ChatMessage(StrictModel):
     one of them (`tool_call_id`)."""
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = Field(default=None, min_length=1, max_length=32_000)
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
+    content: Text | None = Field(default=None, min_length=1, max_length=32_000)
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=64)
+    tool_call_id: Text | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
     def _has_content(self) -> ChatMessage:
@@ -64,8 +67,8 @@ class ChatMessage(StrictModel):
 class GenerationContext(StrictModel):
     """What the dialogue service knows about the turn; the offline responder answers from it."""
 
-    intent: str | None = None
-    language: str = "en"
+    intent: Text | None = Field(default=None, max_length=100)
+    language: Text = Field(default="en", max_length=16)
     knowledge: list[Source] = Field(default_factory=list, max_length=20)
 
 
@@ -77,7 +80,7 @@ class GenerateRequest(StrictModel):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: list[str] | None = Field(default=None, max_length=4)
+    stop: list[Annotated[Text, Field(min_length=1, max_length=256)]] | None = Field(default=None, max_length=4)
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
@@ -86,6 +89,13 @@ class GenerateRequest(StrictModel):
     stream: bool = False
     cache: bool = True
     """False skips the response cache for this request (no read, no write)."""
+
+    @field_validator("messages")
+    @classmethod
+    def _prompt_size(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if sum(len(message.content or "") for message in messages) > MAX_PROMPT_CHARS:
+            raise ValueError(f"more than {MAX_PROMPT_CHARS} characters in all")
+        return messages
 
 
 class Usage(BaseModel):

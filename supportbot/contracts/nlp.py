@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
-from supportbot.contracts.common import Intent, StrictModel, TenantId
+from supportbot.contracts.common import Intent, NonBlankText, StrictModel, TenantId, Text
 
 
 class AnalyzeRequest(StrictModel):
-    text: str = Field(min_length=1, max_length=4000)
+    text: NonBlankText = Field(min_length=1, max_length=4000)
     tenant_id: TenantId | None = None
+    """Picks the tenant's own intent model when it has one (else the default). nlp keeps no tenants table: its
+    callers (dialogue) have checked that the tenant exists."""
 
 
 class Entity(BaseModel):
@@ -46,7 +50,7 @@ class AnalyzeResponse(BaseModel):
 
 
 class RedactRequest(StrictModel):
-    text: str = Field(min_length=1, max_length=32_000)
+    text: Text = Field(min_length=1, max_length=32_000)
 
 
 class RedactResponse(BaseModel):
@@ -55,7 +59,7 @@ class RedactResponse(BaseModel):
 
 
 class EmbedRequest(StrictModel):
-    texts: list[str] = Field(min_length=1, max_length=256)
+    texts: list[Annotated[Text, Field(max_length=32_000)]] = Field(min_length=1, max_length=256)
 
 
 class EmbedResponse(BaseModel):
