@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from starlette.types import Scope
 
 from gateway.admin_routes import router as admin_router
 from gateway.limits import Limits, LimitSettings
@@ -18,7 +20,20 @@ from supportbot.app import build_app
 from supportbot.cache import open_redis
 from supportbot.db import open_database, ping, session_factory
 from supportbot.http import service_client
+from supportbot.deadline import CALLER_GRACE_S, DeadlineFor
 from supportbot.settings import GatewaySettings
+
+DIALOGUE_GRACE_S = CALLER_GRACE_S
+"""How long past a turn's deadline the gateway still waits for dialogue's answer (due at the deadline)."""
+_TURN_PATH = re.compile(r"/v1/conversations/[^/]+/messages/?")
+
+
+def turn_deadline(seconds: float) -> DeadlineFor:
+    """The gateway's own deadline rule: `seconds` for each turn from its arrival; a client's header is ignored."""
+    def deadline_for(scope: Scope) -> float | None:
+        return seconds if scope["method"] == "POST" and _TURN_PATH.fullmatch(scope["path"]) else None
+
+    return deadline_for
 
 
 def create_app(settings: GatewaySettings | None = None,
@@ -36,7 +51,8 @@ def create_app(settings: GatewaySettings | None = None,
         app.state.widget_origins = WidgetOrigins(app.state.sessions)
         if settings.bootstrap_api_key is not None:
             await bootstrap_demo_tenant(app.state.sessions, api_key=settings.bootstrap_api_key.get_secret_value())
-        dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"))
+        dialogue = service_client("dialogue", settings.dialogue_url, settings, transports.get("dialogue"),
+                                  deadline_margin_s=-DIALOGUE_GRACE_S)
         app.state.dialogue = dialogue
         # Not a readiness check: turns need no llm here, only usage and erasing (which answer 503 without it).
         app.state.llm = service_client("llm", settings.llm_url, settings, transports.get("llm"))
@@ -59,7 +75,8 @@ def create_app(settings: GatewaySettings | None = None,
             await engine.dispose()
 
     app = build_app("gateway", settings, lifespan=lifespan, routers=[router, admin_router],
-                    title="supportbot gateway", internal=False)  # API keys, not the service token
+                    title="supportbot gateway", internal=False,
+                    deadline_for=turn_deadline(settings.turn_deadline_s))  # API keys, not the service token
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes,
                        max_headers=settings.max_headers, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(CorsMiddleware)  # outermost: preflights are answered before anything else looks

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from supportbot import __version__
+from supportbot.deadline import DeadlineFor, DeadlineMiddleware
 from supportbot.errors import install_error_handlers
 from supportbot.health import health_router
 from supportbot.logging import configure_logging
@@ -60,9 +61,13 @@ def build_app(
     lifespan: Lifespan,
     routers: list[APIRouter],
     title: str,
+    deadline_for: DeadlineFor | None = None,
     internal: bool = True,
 ) -> FastAPI:
     """Create a service app; `lifespan` opens its clients once and sets the probes' checks (`supportbot.health`).
+
+    Every request's deadline comes from `X-Supportbot-Deadline-Ms` (`supportbot.deadline`); a public door
+    passes `deadline_for` to set it itself and ignore the header.
 
     An `internal` service answers only callers with the service token (`supportbot.service_auth`) and refuses
     to be built without one (`ServiceTokenMissing`); the gateway, the public door, is not internal."""
@@ -91,5 +96,6 @@ def build_app(
     if token is not None:  # inside the access log, so refused calls are logged too
         app.add_middleware(ServiceTokenMiddleware, token=token, service=service_name)
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(DeadlineMiddleware, deadline_for=deadline_for)
     instrument_app(app, provider)
     return app

@@ -80,6 +80,9 @@ class GatewaySettings(CommonSettings):
     # The admin routes read usage and erase a conversation's cached replies there.
     llm_url: str = Field(default="http://127.0.0.1:8003", validation_alias="LLM_URL")
     bootstrap_api_key: SecretStr | None = Field(default=None, validation_alias="SUPPORTBOT_BOOTSTRAP_API_KEY")
+    # A turn is answered within this from its arrival (supportbot/deadline.py): every hop behind the gateway
+    # spends only what is left, and llm fails over to the next provider or the offline answer in time.
+    turn_deadline_s: float = Field(default=20.0, gt=0, le=300, validation_alias="TURN_DEADLINE_S")
     # Requests and LLM tokens per API key and per tenant, failed authentications per client address, in the
     # `limits` package's notation ("600/minute"; several: "10/second;600/minute"); "off" disables one.
     rate_limit_per_key: str = Field(default="600/minute", validation_alias="RATE_LIMIT_PER_KEY")
@@ -161,6 +164,9 @@ class DialogueSettings(CommonSettings):
     # the offline answer, not in the gateway's 504.
     llm_timeout_s: float = Field(default=25.0, gt=0, validation_alias="LLM_TIMEOUT_S")
     llm_url: str = Field(default="http://127.0.0.1:8003", validation_alias="LLM_URL")
+    # Within a turn's deadline, kept back from the llm call for the offline answer and storing the turn (raise it
+    # where the database is slow when a burst of turns stores at once).
+    llm_reserve_s: float = Field(default=1.5, ge=0, validation_alias="DIALOGUE_LLM_RESERVE_S")
     knowledge_dir: Path | None = Field(default=None, validation_alias="KNOWLEDGE_DIR")
     history_turns: int = Field(default=10, validation_alias="DIALOGUE_HISTORY_TURNS")
     small_talk_min_confidence: float = Field(default=0.6, validation_alias="SMALL_TALK_MIN_CONFIDENCE")
@@ -210,6 +216,9 @@ class LlmSettings(CommonSettings):
                                 description="first backoff; doubles per attempt, full jitter")
     retry_max_wait_s: float = Field(default=8.0, validation_alias="LLM_RETRY_MAX_WAIT_S",
                                     description="longest wait before a retry; a longer Retry-After fails over")
+    min_attempt_s: float = Field(default=1.0, gt=0, validation_alias="LLM_MIN_ATTEMPT_S",
+                                 description="within a deadline: the shortest attempt worth starting on a "
+                                             "provider, and what the providers before it leave for it")
     breaker_failures: int = Field(default=5, ge=1, validation_alias="LLM_BREAKER_FAILURES")
     breaker_window_s: float = Field(default=30.0, validation_alias="LLM_BREAKER_WINDOW_S")
     breaker_open_s: float = Field(default=20.0, validation_alias="LLM_BREAKER_OPEN_S",
