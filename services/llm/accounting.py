@@ -48,7 +48,7 @@ class UsageRecord:
     cached: bool
     estimated: bool
     latency_ms: float
-    outcome: str  # ok, failover, stream_cut, client_disconnected
+    outcome: str  # ok, failover, stream_cut, client_disconnected, caller_gone (finished after the caller's deadline)
     created_at: datetime
 
     def to_json(self) -> str:

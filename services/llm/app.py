@@ -13,7 +13,7 @@ from services.llm.accounting import UsageRecorder
 from services.llm.admin import ConversationErasure
 from services.llm.breaker import CircuitBreaker
 from services.llm.budgets import BudgetGuard
-from services.llm.failover import Failover, Link, RetryPolicy
+from services.llm.failover import OFFLINE_ATTEMPT_S, Failover, Link, RetryPolicy
 from services.llm.providers.base import Provider
 from services.llm.providers.offline import OfflineResponder
 from services.llm.providers.openai_provider import OpenAIProvider
@@ -35,11 +35,12 @@ def build_chain(settings: LlmSettings, redis: SharedRedis | None,
     """The failover chain: OpenAI when a key is set, the local server when configured, `extra` (e.g. an
     in-process model), then the offline responder. Each gets its own breaker and retry policy."""
 
-    def link(provider: Provider, retries: int) -> Link:
+    def link(provider: Provider, retries: int, min_attempt_s: float = settings.min_attempt_s) -> Link:
         breaker = CircuitBreaker(provider.name, redis=redis, failures=settings.breaker_failures,
                                  window_s=settings.breaker_window_s, open_s=settings.breaker_open_s,
                                  key_prefix=settings.redis_key_prefix)
-        return Link(provider, breaker, RetryPolicy(retries, settings.retry_base_s, settings.retry_max_wait_s))
+        return Link(provider, breaker, RetryPolicy(retries, settings.retry_base_s, settings.retry_max_wait_s),
+                    min_attempt_s)
 
     links: list[Link] = []
     if settings.openai_api_key is not None:
@@ -57,7 +58,7 @@ def build_chain(settings: LlmSettings, redis: SharedRedis | None,
     links.extend(link(provider, 0) for provider in extra or [])
     if len(links) == 0:
         log.warning("no LLM configured (OPENAI_API_KEY, LOCAL_LLM_BASE_URL): answering with the offline responder")
-    links.append(link(OfflineResponder(), 0))
+    links.append(link(OfflineResponder(), 0, OFFLINE_ATTEMPT_S))
     return links
 
 

@@ -122,13 +122,15 @@ class ResponseCache:
     async def put(self, key: str, answer: CachedAnswer) -> None:
         await self.cache.set(self.stored_key(key), answer.model_dump_json().encode(), self.ttl_s)
 
-    async def join(self, key: str) -> CachedAnswer | Lease:
-        """The answer an identical request is producing for `key`, or a `Lease` to produce it."""
+    async def join(self, key: str, *, wait_s: float | None = None) -> CachedAnswer | Lease:
+        """The answer an identical request is producing for `key`, or a `Lease` to produce it; an identical
+        request is waited for at most `wait_s` (and `lock_ttl_s`), then this one goes upstream itself."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lock_ttl_s
+        wait = self.lock_ttl_s if wait_s is None else max(0.0, min(self.lock_ttl_s, wait_s))
+        deadline = loop.time() + wait
         if (flight := self.flights.get(key)) is not None:  # a leader in this process
             try:
-                answer = await asyncio.wait_for(asyncio.shield(flight), self.lock_ttl_s)
+                answer = await asyncio.wait_for(asyncio.shield(flight), wait)
             except TimeoutError:
                 answer = None
             return answer if answer is not None else Lease(key, self)

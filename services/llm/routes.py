@@ -72,7 +72,7 @@ async def generate(body: GenerateRequest, request: Request, response: Response) 
             yield sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(started))
-    outcome = await generator.generate(job)
+    outcome = await generator.generate(job, disconnected=request.is_disconnected)
     response.headers.update(_headers(outcome))
     return outcome.response
 
@@ -107,7 +107,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, respon
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_chunks(started, include_usage), media_type="text/event-stream",
                                  headers=_headers(started))
-    outcome = await generator.generate(job)
+    outcome = await generator.generate(job, disconnected=request.is_disconnected)
     response.headers.update(_headers(outcome))
     answer = outcome.response
     return ChatCompletion(

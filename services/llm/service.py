@@ -4,6 +4,11 @@ One request, in order: look the answer up in the cache (a hit costs nothing and 
 single flight for its key; reserve the tenant's budget; run the provider chain (`services.llm.failover`);
 store a complete answer of the chain's first provider in the cache; queue one usage event; settle the budget.
 Both `/v1/generate` and the OpenAI-compatible API come through here.
+
+Within the caller's deadline (`supportbot.deadline`, from its `X-Supportbot-Deadline-Ms`) the wait for an
+identical request's answer and the provider chain both end in time for the offline responder to answer. An
+answer finished after its caller left (it disconnected, or the deadline is past by more than any caller
+waits: `supportbot.deadline.caller_gone`) reached nobody: its usage event says `caller_gone`.
 """
 
 from __future__ import annotations
@@ -12,24 +17,30 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from services.llm.accounting import UsageRecord, UsageRecorder
 from services.llm.admin import ConversationErasure
 from services.llm.budgets import BudgetGuard, Reservation
-from services.llm.failover import Failover, Link
+from services.llm.failover import OFFLINE_ATTEMPT_S, Failover, Link
 from services.llm.providers.base import GenerationOptions, Provider, SamplingParams
 from services.llm.providers.offline import split_for_streaming
 from services.llm.response_cache import CachedAnswer, Lease, ResponseCache, cache_key
 from services.llm.tokens import count_messages, count_text
+from supportbot import deadline as request_deadline
 from supportbot.contracts.llm import ChatMessage, GenerateRequest, GenerateResponse, GenerationContext, Usage
 from supportbot.db import utcnow
 from supportbot.errors import NotFound
 from supportbot.tenancy import TenantDirectory
 
 log = logging.getLogger(__name__)
+
+RESPOND_S = 0.2
+RESPOND_SHARE = 0.1
+"""Kept back from the caller's deadline for accounting and sending the answer: RESPOND_SHARE of the time the
+caller gave, at least RESPOND_S (a busy event loop runs timers late, the caller's as well as ours)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,15 @@ class _Begun:
     started: float
     request_id: str
     chain: list[Link]
+    deadline: float | None = None
+    """The caller's, on the `time.monotonic()` clock."""
+    given_s: float = 0.0
+    """How long the caller gave from the start."""
+
+    @property
+    def answer_by(self) -> float | None:
+        """When the chain must have answered for the answer to reach the caller in time."""
+        return None if self.deadline is None else self.deadline - max(RESPOND_S, RESPOND_SHARE * self.given_s)
     key: str | None = None
     status: str = "bypass"
     lease: Lease | None = None
@@ -134,12 +154,13 @@ class Generator:
     async def _begin(self, request: LlmRequest) -> _Begun:
         """Pick the chain and consult the cache: a hit (already accounted), or the lease for a miss."""
         await self.tenants.require(request.tenant_id)
-        begun = _Begun(time.perf_counter(), uuid.uuid4().hex, self._chain(request))
+        begun = _Begun(time.perf_counter(), uuid.uuid4().hex, self._chain(request), request_deadline.current(),
+                       max(0.0, request_deadline.remaining_s() or 0.0))
         begun.key, begun.status = self._key(request, begun.chain)
         if begun.key and request.conversation_id:
             await self.erasure.remember(request.tenant_id, request.conversation_id, begun.key)
         if begun.key:
-            joined = await self._lookup(begun.key)
+            joined = await self._lookup(begun.key, begun.answer_by)
             if isinstance(joined, CachedAnswer):
                 begun.hit = joined
                 begun.hit_response = self._hit_response(joined)
@@ -149,7 +170,9 @@ class Generator:
                 begun.lease, begun.status = joined, ("miss" if joined is not None else "bypass")
         return begun
 
-    async def generate(self, request: LlmRequest) -> Outcome:
+    async def generate(self, request: LlmRequest, *,
+                       disconnected: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
+        """`disconnected`: whether the caller has hung up (its connection's state)."""
         begun = await self._begin(request)
         started, request_id, chain, key, status, lease = (begun.started, begun.request_id, begun.chain,
                                                           begun.key, begun.status, begun.lease)
@@ -157,7 +180,8 @@ class Generator:
             return Outcome(begun.hit_response, "hit", key, request_id)
         try:
             reservation = await self._reserve(request, chain)
-            answer = await self.failover.generate(chain, request.messages, request.context, request.params)
+            answer = await self.failover.generate(chain, request.messages, request.context, request.params,
+                                                  deadline=begun.answer_by)
             generation, provider = answer.generation, answer.provider
             prompt, completion = generation.prompt_tokens, generation.completion_tokens
             if generation.estimated:
@@ -173,8 +197,9 @@ class Generator:
         finally:
             if lease is not None:
                 await lease.finish(None)
+        gone = request_deadline.caller_gone() or (disconnected is not None and await disconnected())
         self._record(request, request_id, response, started, estimated=generation.estimated,
-                     outcome="failover" if answer.reasons else "ok")
+                     outcome="caller_gone" if gone else "failover" if answer.reasons else "ok")
         await self._settle(reservation, response)
         return Outcome(response, status, key, request_id, reservation.warning if reservation else None,
                        generation.finish_reason)
@@ -189,7 +214,8 @@ class Generator:
                                  _replay(begun.hit), response=begun.hit_response)
         try:
             reservation = await self._reserve(request, chain)
-            stream = await self.failover.stream(chain, request.messages, request.context, request.params)
+            stream = await self.failover.stream(chain, request.messages, request.context, request.params,
+                                                deadline=begun.answer_by)
         except BaseException:
             if lease is not None:
                 await lease.finish(None)
@@ -257,13 +283,15 @@ class Generator:
         return cache_key(tenant_id=request.tenant_id, model=primary.model, messages=request.messages,
                          params=request.params, context=request.context), "miss"
 
-    async def _lookup(self, key: str) -> CachedAnswer | Lease | None:
-        """A cached answer, a lease to fill the key, or None when the cache is down (bypass)."""
+    async def _lookup(self, key: str, deadline: float | None) -> CachedAnswer | Lease | None:
+        """A cached answer, a lease to fill the key, or None when the cache is down (bypass). An identical
+        request's answer is awaited only while the offline responder could still answer after it."""
         if (hit := await self.cache.get(key)) is not None:
             return hit
         if not self.cache.available:
             return None
-        return await self.cache.join(key)
+        wait_s = None if deadline is None else deadline - time.monotonic() - OFFLINE_ATTEMPT_S
+        return await self.cache.join(key, wait_s=wait_s)
 
     async def _reserve(self, request: LlmRequest, chain: list[Link]) -> Reservation | None:
         budget = await self.budgets.budget(request.tenant_id)
