@@ -22,7 +22,7 @@ import httpx
 from supportbot.contracts.common import Intent
 from supportbot.contracts.nlp import AnalyzeResponse, PiiSpan, Sentiment
 from supportbot.errors import DownstreamError, DownstreamTimeout
-from supportbot.http import DownstreamRejected, ResponseT, ServiceClient
+from supportbot.http import DeadlinePassed, DownstreamRejected, ResponseT, ServiceClient
 from supportbot.pii import redact
 from supportbot.settings import CommonSettings
 from supportbot.telemetry import instrument_client
@@ -176,6 +176,9 @@ class ShortCircuitClient(ServiceClient):
             raise self.circuit.skipped()
         try:
             result = await super().request(method, path, response_model, **kwargs)
+        except DeadlinePassed:  # not sent: it proved nothing either way
+            self.circuit.abandoned()
+            raise
         except DownstreamError as exc:
             self.circuit.failed(exc)
             raise

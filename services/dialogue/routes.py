@@ -61,8 +61,8 @@ async def get_transcript(conversation_id: ConversationId, tenant_id: Annotated[T
 
 
 @router.post("/turns", response_model=TurnResponse)
-async def post_turn(body: TurnRequest, service: ServiceDep) -> TurnResponse:
-    return await service.handle_turn(body)
+async def post_turn(body: TurnRequest, request: Request, service: ServiceDep) -> TurnResponse:
+    return await service.handle_turn(body, disconnected=request.is_disconnected)
 
 
 @router.get("/conversations", response_model=ConversationPage)

@@ -9,6 +9,11 @@ unsure turns without a passage, a person takes over).
 Degraded, not dead: when nlp is down or too slow the turn is answered from what dialogue reads of the message
 itself (`fallback`: no intent, words-only knowledge search); when the llm service is down, dialogue builds the
 offline answer from the same passages and templates. Such replies say so (`degraded`, `degraded_reasons`).
+
+Within the turn's deadline (`supportbot.deadline`): nlp gets at most `NLP_SHARE` of what is left, the llm
+service what is left less DIALOGUE_LLM_RESERVE_S (kept for the offline answer and storing the turn), so a hanging llm
+still ends in an answer before the gateway gives up. A turn finished after its caller left (the deadline
+passed, or the client disconnected) is stored marked `caller_gone`; a retry of it is replayed, not redone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -40,6 +46,7 @@ from services.dialogue.prompts import build_messages
 from services.dialogue.state import ConversationState, StateStore
 from services.dialogue.storage import MessageRow
 from services.dialogue.tools import ToolError, ToolRunner
+from supportbot import deadline
 from supportbot.contracts.admin import (
     ConversationErased,
     ConversationPage,
@@ -82,6 +89,11 @@ log = logging.getLogger(__name__)
 SMALL_TALK = frozenset({"greeting", "thanks", "goodbye"})
 MAX_TOOL_ROUNDS = 3
 HANDOFF_INTENT = "human_agent"
+NLP_SHARE = 0.25
+"""The part of a turn's remaining time an analysis may take (besides NLP_TIMEOUT_S)."""
+
+CallerGone = Callable[[], Awaitable[bool]]
+"""Whether the client that sent the turn has disconnected."""
 
 
 @dataclass
@@ -186,13 +198,13 @@ class DialogueService:
         log.info("conversation erased", extra={"supportbot.tenant": tenant_id, "supportbot.messages": messages})
         return ConversationErased(conversation_id=conversation_id, messages=messages)
 
-    async def handle_turn(self, turn: TurnRequest) -> TurnResponse:
+    async def handle_turn(self, turn: TurnRequest, *, disconnected: CallerGone | None = None) -> TurnResponse:
         """Process one customer message; messages of a conversation go through here one at a time."""
         await self.tenants.require(turn.tenant_id)
         async with self.state.locked(turn.conversation_id):
-            return await self._handle_locked(turn)
+            return await self._handle_locked(turn, disconnected)
 
-    async def _handle_locked(self, turn: TurnRequest) -> TurnResponse:
+    async def _handle_locked(self, turn: TurnRequest, disconnected: CallerGone | None = None) -> TurnResponse:
         started = time.perf_counter()
         async with self.sessions() as session:
             conversation = await self._conversation(session, turn.tenant_id, turn.conversation_id, turn.widget)
@@ -227,7 +239,8 @@ class DialogueService:
             degraded=bool(reasons), degraded_reasons=reasons, usage=decision.usage if decision else None)
         response = await self._store(turn, response, (time.perf_counter() - started) * 1000,
                                      newly_handed_off=state.handoff and not conversation.handoff,
-                                     keep_originals=keep_originals)
+                                     keep_originals=keep_originals,
+                                     caller_gone=await _caller_gone(turn, disconnected))
         await self.state.save(turn.conversation_id, state)
         log.info("turn handled", extra={"supportbot.intent": response.intent.name if response.intent else None,
                                         "supportbot.provider": response.provider,
@@ -240,7 +253,7 @@ class DialogueService:
         """nlp's analysis, or dialogue's own when nlp is down or too slow, with the reason (a 4xx is raised)."""
         try:
             analysis = await self.nlp.post("/v1/analyze", AnalyzeRequest(text=turn.text, tenant_id=turn.tenant_id),
-                                           AnalyzeResponse)
+                                           AnalyzeResponse, time_limit_s=_share(NLP_SHARE))
             return analysis, None
         except DownstreamError as exc:
             reason = NLP_TIMEOUT if isinstance(exc, DownstreamTimeout) else NLP_UNAVAILABLE
@@ -299,7 +312,7 @@ class DialogueService:
                     conversation_id=turn.conversation_id, role="customer", text=customer_text,
                     original_encrypted=self._original(turn.text, customer_text, keep_originals),
                     intent=intent.name if intent else None, confidence=intent.confidence if intent else None,
-                    client_message_id=turn.client_message_id, created_at=utcnow()))
+                    client_message_id=turn.client_message_id, caller_gone=caller_gone, created_at=utcnow()))
                 if response.reply is None:
                     response = response.model_copy(update={"message_id": customer.id})
                     customer.response_json = response.model_dump_json()
@@ -310,7 +323,7 @@ class DialogueService:
                         conversation_id=turn.conversation_id, role="bot", text=reply_text,
                         original_encrypted=self._original(response.reply.text, reply_text, keep_originals),
                         provider=response.provider, latency_ms=latency_ms,
-                        client_message_id=turn.client_message_id, created_at=utcnow()))
+                        client_message_id=turn.client_message_id, caller_gone=caller_gone, created_at=utcnow()))
                     response = response.model_copy(update={"message_id": bot.id})
                     stored_reply = response.reply.model_copy(update={"text": reply_text})
                     bot.response_json = response.model_copy(update={"reply": stored_reply}).model_dump_json()
@@ -359,13 +372,16 @@ class DialogueService:
             state.low_confidence_streak = 0
             return await self._continue_flow(turn, analysis, language, state, config, match[1], first=True)
 
-        knowledge = await self.knowledge.for_tenant(turn.tenant_id)
-        # The encoder is an English model: semantic matching only for English questions (and only from nlp).
-        query_vector = None
-        if (understood and knowledge.vectors is not None and analysis.language == "en"
-                and self.knowledge.embedder is not None):
-            embedded = await self.knowledge.embedder([turn.text])
-            query_vector = embedded[0] if embedded is not None else None
+        # Embeddings (of a new index, of the question) get a share of the turn's time, as an analysis does;
+        # without them the search is by words.
+        with deadline.within(_share(NLP_SHARE)):
+            knowledge = await self.knowledge.for_tenant(turn.tenant_id)
+            # The encoder is an English model: semantic matching only for English questions (and only from nlp).
+            query_vector = None
+            if (understood and knowledge.vectors is not None and analysis.language == "en"
+                    and self.knowledge.embedder is not None):
+                embedded = await self.knowledge.embedder([turn.text])
+                query_vector = embedded[0] if embedded is not None else None
         retriever = KnowledgeRetriever(knowledge=knowledge, query_vector=query_vector)
         sources = as_sources(await retriever.ainvoke(turn.text))
         if understood:
@@ -383,7 +399,8 @@ class DialogueService:
             context = GenerationContext(intent=_prompt_intent(analysis), language=language, knowledge=sources)
             return Decision(offline_answer(context), OFFLINE_PROVIDER, sources=sources,
                             degraded_reasons=[LLM_UNAVAILABLE])
-        return Decision(generated.text, generated.provider, sources=sources, usage=generated.usage)
+        return Decision(generated.text, generated.provider, sources=sources, usage=generated.usage,
+                        degraded_reasons=_llm_degraded(generated))
 
     async def _continue_flow(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
                              state: ConversationState, config: DialogueConfig, flow: Flow, *,
@@ -433,7 +450,8 @@ class DialogueService:
                 return Decision(text, "flow", degraded_reasons=[LLM_UNAVAILABLE])
             return Decision(offline_answer(GenerationContext(language=language)), OFFLINE_PROVIDER,
                             degraded_reasons=[LLM_UNAVAILABLE])
-        return Decision(generated.text, generated.provider, usage=generated.usage)
+        return Decision(generated.text, generated.provider, usage=generated.usage,
+                        degraded_reasons=_llm_degraded(generated))
 
     async def _generate(self, turn: TurnRequest, analysis: AnalyzeResponse, language: str,
                         history: list[tuple[str, str]], sources: list[Source],
@@ -459,7 +477,8 @@ class DialogueService:
         for _ in range(MAX_TOOL_ROUNDS):
             # Raises DownstreamError when the llm service is down (the caller answers offline); a 4xx such as
             # an exceeded budget is not an outage and reaches the customer as it is.
-            generated = await self.llm.post("/v1/generate", request, GenerateResponse)
+            generated = await self.llm.post("/v1/generate", request, GenerateResponse,
+                                            time_limit_s=_left_after(self.settings.llm_reserve_s))
             if not generated.cached:
                 spent = Usage(prompt_tokens=spent.prompt_tokens + generated.usage.prompt_tokens,
                               completion_tokens=spent.completion_tokens + generated.usage.completion_tokens)
@@ -527,6 +546,32 @@ def _slot_value(slot: Slot, analysis: AnalyzeResponse, text: str) -> str | None:
 def _prompt_intent(analysis: AnalyzeResponse) -> str | None:
     """The intent the LLM is told: none when out of scope or when nlp could not be asked."""
     return None if analysis.out_of_scope or made_without_nlp(analysis) else analysis.intent.name
+
+
+def _share(part: float) -> float | None:
+    """`part` of the turn's remaining time (None: the turn has no deadline)."""
+    left = deadline.remaining_s()
+    return None if left is None else max(0.0, left) * part
+
+
+def _left_after(reserve_s: float) -> float | None:
+    """The turn's remaining time less `reserve_s` (None: the turn has no deadline)."""
+    left = deadline.remaining_s()
+    return None if left is None else left - reserve_s
+
+
+def _llm_degraded(generated: GenerateResponse) -> list[str]:
+    """The llm service answered with its offline responder because its providers failed: say so."""
+    return [LLM_UNAVAILABLE] if generated.provider == OFFLINE_PROVIDER and generated.failover_reason else []
+
+
+async def _caller_gone(turn: TurnRequest, disconnected: CallerGone | None) -> bool:
+    """Whether nobody will receive this turn's answer: its deadline passed or its client disconnected."""
+    gone = deadline.caller_gone() or (disconnected is not None and await disconnected())
+    if gone:
+        log.info("the caller left before the answer; stored for its retry",
+                 extra={"supportbot.tenant": turn.tenant_id})
+    return gone
 
 
 def _log_llm_down(turn: TurnRequest, exc: DownstreamError) -> None:
