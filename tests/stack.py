@@ -66,16 +66,17 @@ async def in_process_stack(*, database_url: str, data_dir: Path, model_dir: Path
                            openai_base_url: str | None = None, openai_api_key: str | None = None,
                            redis_key_prefix: str | None = None,
                            gateway_settings: dict[str, Any] | None = None,
-                           dialogue_settings: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
+                           dialogue_settings: dict[str, Any] | None = None,
+                           llm_settings: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
     """`redis_key_prefix`: the test's own (default: REDIS_KEY_PREFIX, which the `redis_prefix` fixture sets);
-    `gateway_settings`, `dialogue_settings`: more fields of those services' settings (the auth cache's times,
-    TRANSCRIPT_KEYS, say)."""
+    `gateway_settings`, `dialogue_settings`, `llm_settings`: more fields of those services' settings (the auth
+    cache's times, TRANSCRIPT_KEYS, OPENAI_TIMEOUT_S, say)."""
     common: dict[str, Any] = {"database_url": database_url, "data_dir": data_dir, "redis_url": redis_url}
     if redis_key_prefix is not None:
         common["redis_key_prefix"] = redis_key_prefix
     nlp = create_nlp(NlpSettings(**{**common, "data_dir": model_dir}))
-    llm = create_llm(LlmSettings(**common, openai_base_url=openai_base_url, openai_api_key=openai_api_key,
-                                 openai_max_retries=0, openai_timeout_s=2.0))
+    llm = create_llm(LlmSettings(**{**common, "openai_base_url": openai_base_url, "openai_api_key": openai_api_key,
+                                    "openai_max_retries": 0, "openai_timeout_s": 2.0, **(llm_settings or {})}))
     dialogue = create_dialogue(DialogueSettings(**common, **(dialogue_settings or {})),
                                transports={"nlp": asgi(nlp), "llm": asgi(llm)})
     gateway = create_gateway(GatewaySettings(**common, bootstrap_api_key=API_KEY, **(gateway_settings or {})),
