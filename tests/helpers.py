@@ -188,3 +188,14 @@ async def add_tenants(database_url: str, *tenant_ids: str) -> None:
             session.add_all(Tenant(id=tenant, name=tenant) for tenant in tenant_ids if tenant not in known)
     finally:
         await engine.dispose()
+
+
+async def redis_keys(redis_url: str, prefix: str) -> set[str]:
+    """Every Redis key under `prefix` (a test's own)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        return {key.decode() async for key in client.scan_iter(match=f"{prefix}*")}
+    finally:
+        await client.aclose()

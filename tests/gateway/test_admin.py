@@ -16,7 +16,7 @@ from supportbot.db import transaction
 from supportbot.http import service_client
 from supportbot.settings import GatewaySettings
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import create_tenants, free_port
+from tests.helpers import create_tenants, free_port, redis_keys
 from tests.llm.support import usage_rows
 from tests.stack import API_KEY, Stack, asgi, in_process_stack, running
 
@@ -132,14 +132,6 @@ class Switch(httpx.AsyncBaseTransport):
         if not self.up:
             raise httpx.ConnectError("connection refused", request=request)
         return await self.inner.handle_async_request(request)
-
-
-async def redis_keys(redis_url: str, prefix: str) -> set[str]:
-    client = Redis.from_url(redis_url)
-    try:
-        return {key.decode() async for key in client.scan_iter(match=f"{prefix}*")}
-    finally:
-        await client.aclose()
 
 
 async def index_of(redis_url: str, prefix: str, conversation_id: str) -> set[str]:

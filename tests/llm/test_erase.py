@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.fake_openai import FakeOpenAI
-from tests.helpers import TcpProxy
+from tests.helpers import TcpProxy, redis_keys
 from tests.llm.support import ask, llm_app, settings, usage_rows
 
 pytestmark = pytest.mark.anyio
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.anyio
 
 def turn(conversation_id: str, text: str, tenant: str = "demo") -> dict[str, Any]:
     return {**ask(text, tenant=tenant), "conversation_id": conversation_id}
-
-
-async def redis_keys(redis_url: str, prefix: str) -> set[str]:
-    client = Redis.from_url(redis_url)
-    try:
-        return {key.decode() async for key in client.scan_iter(match=f"{prefix}*")}
-    finally:
-        await client.aclose()
 
 
 async def test_erase_deletes_the_cached_replies_and_detaches_usage_rows(
