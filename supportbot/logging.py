@@ -100,6 +100,7 @@ def configure_logging(service_name: str, level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # the root's level decides (an embedded uvicorn.Config may have set one)
     # Access lines carry query strings; request logging is done by our own middleware instead.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
